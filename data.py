@@ -1,9 +1,63 @@
-"""Raw MIND / Amazon-M2 files -> the paper's samples. (Being written; the file-format helpers below are final.)"""
+"""Raw MIND / Amazon-M2 files -> the paper's samples: per user a history, a target and saved negatives.
+
+Generate an offline sample in a dataset's exact file format, then build samples from it (or from the
+real files, with the same code):
+
+$ python data.py --generate mind --out raw/mind --users 1000 --seed 0
+$ python data.py --dataset mind --raw raw/mind --out data/mind --seed 0
+$ python data.py --generate amazon --out raw/amazon --users 3000
+$ python data.py --dataset amazon --raw raw/amazon --out data/amazon --locale UK
+
+The protocol (paper §5.1, and what the authors' code did, see DESIGN.md):
+- MIND: per user the first behaviors row with a non-empty History; users whose History has 11–26 ids;
+  the last id is the target, the 10–25 before it the history. Amazon-M2: sessions of one locale with
+  10–25 prev_items; next_item is the target.
+- Users are shuffled with the seed and split by user into train / val / test (paper: 10,000 / 1,000 /
+  1,000, shrunk proportionally when there are fewer users).
+- Negatives: 1 per training user, 20 per validation/test user, drawn with the seed from the catalogue,
+  never the target or an item of the user's history (`--negatives authors` drops that exclusion, as the
+  authors' code did). They are saved, so every stage and baseline ranks exactly the same candidates.
+- Ids that the catalogue lacks (news.tsv / products of the locale) have no text: they are removed from
+  the history before the length bounds are applied, and counted in meta.json.
+
+Output in --out: items.jsonl ({"id", "text"} for every item a sample uses), train.jsonl, val.jsonl,
+test.jsonl ({"user", "history": [ids, oldest first], "target", "negatives": [ids]}) and meta.json.
+This module also holds the readers of those files, which the other stages import; it needs no torch.
+"""
+import argparse
+import csv
+import hashlib
 import json
 import os
+import random
+import re
+import sys
+import time
 
 BLOCK_SIZE = 5  # items per block (paper §5.2.2)
 SPLITS = ("train", "val", "test")
+PAPER_SPLIT = {"train": 10_000, "val": 1_000, "test": 1_000}  # users per split (paper Table 1)
+NEGATIVES = {"train": 1, "val": 20, "test": 20}  # 1:1 for training, 1:20 for ranking (paper §5.1)
+MIN_HISTORY, MAX_HISTORY = 10, 25  # items before the target (paper §5.1)
+
+parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+parser.add_argument("--generate", choices=["mind", "amazon"], help="write a generated sample in this dataset's real file format to --out")
+parser.add_argument("--users", type=int, default=1000, help="with --generate: MIND users / Amazon-M2 sessions to write")
+parser.add_argument("--dataset", choices=["mind", "amazon"], help="build samples from the raw files in --raw")
+parser.add_argument("--raw", help="folder with news.tsv + behaviors.tsv (MIND) or products_train.csv + sessions_train.csv (Amazon-M2)")
+parser.add_argument("--out", help="output folder")
+parser.add_argument("--seed", type=int, default=0)
+parser.add_argument("--n-train", type=int, default=PAPER_SPLIT["train"])
+parser.add_argument("--n-val", type=int, default=PAPER_SPLIT["val"])
+parser.add_argument("--n-test", type=int, default=PAPER_SPLIT["test"])
+parser.add_argument("--locale", default="UK", help="Amazon-M2 locale (DE, JP, UK, ES, FR, IT)")
+parser.add_argument("--negatives", choices=["exclude", "authors"], default="exclude",
+                    help="exclude: never the target or a history item; authors: any catalogue item, as the authors' code drew them")
+parser.add_argument("--abstract", action="store_true", help="MIND: add the abstract to the item text (off in the authors' code)")
+parser.add_argument("--max-field-chars", type=int, default=256, help="cap on each text field, in characters")
+
+# ----------------------------------------------------------------------------------------------------
+# Readers of the built samples (used by every later stage)
 
 
 def blocks(history, size=BLOCK_SIZE):
@@ -44,3 +98,709 @@ def load_meta(data_dir):
 def load_summaries(path):
     """{user: summary} from a summaries file written by summarize.py (one JSON object per line)."""
     return {r["user"]: r["summary"] for r in read_jsonl(path)}
+
+# ----------------------------------------------------------------------------------------------------
+# Reading raw files: line by line, every error names the file and the line
+
+
+class Progress:
+    """Bytes read of a file as a progress line: done, rate, time left. Prints to stderr every ~2 s."""
+
+    def __init__(self, path, what):
+        self.path, self.what, self.total = path, what, os.path.getsize(path)
+        self.done, self.rows = 0, 0
+        self.t0 = self.last = time.time()
+
+    def update(self, nbytes, rows=1):
+        self.done += nbytes
+        self.rows += rows
+        now = time.time()
+        if now - self.last > 2:
+            self.last = now
+            rate = self.done / max(now - self.t0, 1e-9)
+            left = (self.total - self.done) / max(rate, 1e-9)
+            print(f"\r{self.what}: {self.rows:,} lines, {self.done / 2**20:,.0f}/{self.total / 2**20:,.0f} MiB, "
+                  f"{self.rows / max(now - self.t0, 1e-9):,.0f} lines/s, {left:.0f} s left ", end="", file=sys.stderr)
+
+    def close(self):
+        print(f"\r{self.what}: {self.rows:,} lines in {time.time() - self.t0:.1f} s" + " " * 30, file=sys.stderr)
+
+
+def open_lines(path, sha, progress):
+    """Decoded lines of a UTF-8 file, hashing the bytes as they are read, so each file is read once."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such file (expected the dataset's raw file here)")
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            sha.update(raw)
+            progress.update(len(raw))
+            try:
+                yield lineno, raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: bytes that are not UTF-8 at column {e.start + 1} "
+                                 f"({raw[e.start:e.start + 4]!r}); the raw files are UTF-8") from None
+
+
+def read_tsv(path, n_fields, sha, what):
+    """Rows of a tab-separated file with no header, read with quoting off.
+
+    MIND titles can start with a double quote: a CSV reader with default quoting would merge or shift
+    fields there. No MIND field contains a tab, so a plain split is the correct reader."""
+    progress = Progress(path, what)
+    for lineno, line in open_lines(path, sha, progress):
+        line = line.rstrip("\r\n")
+        if not line:
+            continue
+        fields = line.split("\t")
+        if len(fields) != n_fields:
+            raise ValueError(f"{path}:{lineno}: expected {n_fields} tab-separated fields, got {len(fields)}: {line[:80]!r}")
+        yield lineno, fields
+    progress.close()
+
+
+def read_csv(path, header, sha, what):
+    """Rows of a comma-separated file with a header, quoting on (a quoted field may span lines)."""
+    progress = Progress(path, what)
+    lines = open_lines(path, sha, progress)
+    state = {"lineno": 0}
+
+    def text():  # csv needs bare strings; keep the physical line number for error messages
+        for lineno, line in lines:
+            state["lineno"] = lineno
+            yield line
+
+    reader = csv.reader(text())
+    try:
+        first = next(reader, None)
+        if first is None or [h.lstrip("\ufeff") for h in first] != header:
+            raise ValueError(f"{path}:1: expected the header {','.join(header)}, got {','.join(first or [])!r}")
+        start = state["lineno"] + 1
+        for fields in reader:
+            if len(fields) != len(header):
+                raise ValueError(f"{path}:{start}: expected {len(header)} comma-separated fields "
+                                 f"({','.join(header)}), got {len(fields)}")
+            yield start, fields
+            start = state["lineno"] + 1
+    except csv.Error as e:
+        raise ValueError(f"{path}:{state['lineno']}: malformed CSV ({e})") from None
+    progress.close()
+
+
+LIST_RE = re.compile(r"\[\s*(?:'[^'\s]*'\s*)*\]")
+ITEM_RE = re.compile(r"'([^'\s]*)'")
+
+
+def parse_id_list(text, path, lineno):
+    """Amazon-M2's numpy-style list repr, "['B09W9FND7K' 'B09JSPLN1M']", possibly wrapped over lines."""
+    if not LIST_RE.fullmatch(text.strip()):
+        raise ValueError(f"{path}:{lineno}: expected a list of ids like ['B09W9FND7K' 'B09JSPLN1M'], got {text[:80]!r}")
+    return ITEM_RE.findall(text)
+
+# ----------------------------------------------------------------------------------------------------
+# Item text
+
+
+def clean(text, cap):
+    """One line of text: zero-width characters removed, whitespace collapsed, capped at `cap` characters."""
+    text = " ".join(text.replace("\u200b", "").replace("\ufeff", "").split())
+    if len(text) > cap:  # cut at a word boundary and say so with an ellipsis
+        text = text[:cap].rsplit(" ", 1)[0] + " …"
+    return text
+
+
+def mind_text(category, subcategory, title, abstract, cap):
+    text = f"Category: {clean(category, cap)}; SubCategory: {clean(subcategory, cap)}; Title: {clean(title, cap)}"
+    if abstract is not None and clean(abstract, cap):
+        text += f"; Abstract: {clean(abstract, cap)}"
+    return text
+
+
+AMAZON_FIELDS = ["title", "price", "brand", "color", "size", "model", "material", "author", "desc"]
+
+
+def amazon_text(row, cap):
+    """The non-empty fields among AMAZON_FIELDS as 'Name: value' joined by '; '."""
+    parts = []
+    for name in AMAZON_FIELDS:
+        value = clean(row[name], cap)
+        if value and value.lower() != "nan":
+            parts.append(f"{name.capitalize()}: {value}")
+    return "; ".join(parts)
+
+# ----------------------------------------------------------------------------------------------------
+# Building samples
+
+
+MIND_NEWS_FIELDS = 8  # NewsID, Category, SubCategory, Title, Abstract, URL, TitleEntities, AbstractEntities
+MIND_BEHAVIOR_FIELDS = 5  # ImpressionID, UserID, Time, History, Impressions
+AMAZON_PRODUCT_HEADER = ["id", "locale"] + AMAZON_FIELDS
+AMAZON_SESSION_HEADER = ["prev_items", "next_item", "locale"]
+
+
+def keep_known(ids, catalogue, skipped):
+    """The ids that have text; the others are counted, never silently lost."""
+    known = [i for i in ids if i in catalogue]
+    skipped["history_ids_missing_from_catalogue"] += len(ids) - len(known)
+    return known
+
+
+def read_mind(raw, args, sha, skipped):
+    news_path, behaviors_path = os.path.join(raw, "news.tsv"), os.path.join(raw, "behaviors.tsv")
+    for p in (news_path, behaviors_path):  # fail before a long read of the other file
+        if not os.path.isfile(p):
+            raise FileNotFoundError(f"{p}: no such file (MIND needs news.tsv and behaviors.tsv in --raw)")
+    catalogue = {}
+    for lineno, (nid, category, subcategory, title, abstract, *_) in read_tsv(news_path, MIND_NEWS_FIELDS, sha["news.tsv"], "news.tsv"):
+        if nid in catalogue:
+            skipped["duplicate_catalogue_rows"] += 1
+            continue
+        catalogue[nid] = mind_text(category, subcategory, title, abstract if args.abstract else None, args.max_field_chars)
+    seen, empty, eligible = set(), set(), []
+    for lineno, (_, user, _, history, _) in read_tsv(behaviors_path, MIND_BEHAVIOR_FIELDS, sha["behaviors.tsv"], "behaviors.tsv"):
+        if user in seen:
+            continue
+        if not history.strip():  # the first row with a non-empty History counts, so an empty one does not mark the user
+            empty.add(user)
+            continue
+        seen.add(user)
+        ids = keep_known(history.split(), catalogue, skipped)
+        if not MIN_HISTORY + 1 <= len(ids) <= MAX_HISTORY + 1:
+            skipped["users_outside_history_bounds"] += 1
+            continue
+        eligible.append({"user": user, "history": ids[:-1], "target": ids[-1]})
+    skipped["users_without_history"] = len(empty - seen)
+    return catalogue, eligible
+
+
+def read_amazon(raw, args, sha, skipped):
+    products_path, sessions_path = os.path.join(raw, "products_train.csv"), os.path.join(raw, "sessions_train.csv")
+    for p in (products_path, sessions_path):
+        if not os.path.isfile(p):
+            raise FileNotFoundError(f"{p}: no such file (Amazon-M2 needs products_train.csv and sessions_train.csv in --raw)")
+    catalogue = {}  # products of the chosen locale only: the same id appears under several locales
+    for lineno, fields in read_csv(products_path, AMAZON_PRODUCT_HEADER, sha["products_train.csv"], "products_train.csv"):
+        row = dict(zip(AMAZON_PRODUCT_HEADER, fields))
+        if row["locale"] != args.locale:
+            continue
+        if row["id"] in catalogue:
+            skipped["duplicate_catalogue_rows"] += 1
+            continue
+        catalogue[row["id"]] = amazon_text(row, args.max_field_chars)
+    if not catalogue:
+        raise ValueError(f"{products_path}: no products with locale {args.locale!r}")
+    eligible = []
+    for lineno, (prev_items, next_item, locale) in read_csv(sessions_path, AMAZON_SESSION_HEADER, sha["sessions_train.csv"], "sessions_train.csv"):
+        ids = parse_id_list(prev_items, sessions_path, lineno)  # parse every row, so a broken file is caught
+        if locale != args.locale:
+            skipped["sessions_of_other_locales"] += 1
+            continue
+        if next_item not in catalogue:
+            skipped["sessions_with_target_missing_from_catalogue"] += 1
+            continue
+        ids = keep_known(ids, catalogue, skipped)
+        if not MIN_HISTORY <= len(ids) <= MAX_HISTORY:
+            skipped["sessions_outside_history_bounds"] += 1
+            continue
+        # sessions have no user id: the session's line number names it, stable across builds
+        eligible.append({"user": f"S{lineno}", "history": ids, "target": next_item})
+    return catalogue, eligible
+
+
+def split_sizes(n_eligible, requested):
+    """Users per split; when fewer users pass the filter than asked for, shrink every split by the same factor."""
+    total = sum(requested.values())
+    if n_eligible >= total:
+        return dict(requested), None
+    scale = n_eligible / total
+    sizes = {s: int(requested[s] * scale) for s in ("val", "test")}
+    sizes["train"] = n_eligible - sizes["val"] - sizes["test"]
+    note = (f"only {n_eligible:,} users pass the filter, fewer than the {total:,} asked for: "
+            f"splits shrunk proportionally to {sizes['train']:,} / {sizes['val']:,} / {sizes['test']:,}")
+    return sizes, note
+
+
+def draw_negatives(rng, catalogue_ids, n, exclude):
+    """n distinct catalogue items not in `exclude`, by rejection (the catalogue dwarfs a history)."""
+    if len(catalogue_ids) - len(exclude) < n:
+        raise ValueError(f"the catalogue has {len(catalogue_ids)} items: too few to draw {n} negatives")
+    chosen = []
+    while len(chosen) < n:
+        item = catalogue_ids[rng.randrange(len(catalogue_ids))]
+        if item not in exclude and item not in chosen:
+            chosen.append(item)
+    return chosen
+
+
+def write_atomic(path, lines):
+    """Write to a temporary file and rename, so an interrupted build never leaves a half-written file."""
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+        for line in lines:
+            f.write(line + "\n")
+    os.replace(tmp, path)
+
+
+def build(args):
+    t0 = time.time()
+    names = ["news.tsv", "behaviors.tsv"] if args.dataset == "mind" else ["products_train.csv", "sessions_train.csv"]
+    sha = {name: hashlib.sha256() for name in names}
+    if args.dataset == "mind":
+        skipped = dict.fromkeys(["users_without_history", "users_outside_history_bounds"], 0)
+    else:
+        skipped = dict.fromkeys(["sessions_of_other_locales", "sessions_with_target_missing_from_catalogue",
+                                 "sessions_outside_history_bounds"], 0)
+    skipped.update(history_ids_missing_from_catalogue=0, duplicate_catalogue_rows=0)
+    reader = read_mind if args.dataset == "mind" else read_amazon
+    catalogue, eligible = reader(args.raw, args, sha, skipped)
+    bounds = f"{MIN_HISTORY}-{MAX_HISTORY} history items"
+    if not eligible:
+        raise ValueError(f"{args.raw}: no user passes the filter ({bounds}"
+                         f"{', locale ' + args.locale if args.dataset == 'amazon' else ''}); skipped: {skipped}")
+
+    # Shuffle users with the seed, then cut the splits; the order of users within a split is this order.
+    rng = random.Random(args.seed)
+    rng.shuffle(eligible)
+    sizes, note = split_sizes(len(eligible), {"train": args.n_train, "val": args.n_val, "test": args.n_test})
+    if note:
+        print(note)
+    catalogue_ids = list(catalogue)  # file order, so the draws depend on the seed and the files alone
+    splits, start = {}, 0
+    for split in SPLITS:
+        users = eligible[start:start + sizes[split]]
+        start += sizes[split]
+        for u in users:
+            exclude = set(u["history"]) | {u["target"]} if args.negatives == "exclude" else set()
+            u["negatives"] = draw_negatives(rng, catalogue_ids, NEGATIVES[split], exclude)
+        splits[split] = users
+
+    os.makedirs(args.out, exist_ok=True)
+    used = []  # every item a sample names, in first-use order
+    seen = set()
+    for split in SPLITS:
+        for u in splits[split]:
+            for item in u["history"] + [u["target"]] + u["negatives"]:
+                if item not in seen:
+                    seen.add(item)
+                    used.append(item)
+    write_atomic(os.path.join(args.out, "items.jsonl"),
+                 (json.dumps({"id": i, "text": catalogue[i]}, ensure_ascii=False) for i in used))
+    for split in SPLITS:
+        write_atomic(os.path.join(args.out, f"{split}.jsonl"),
+                     (json.dumps({"user": u["user"], "history": u["history"], "target": u["target"],
+                                  "negatives": u["negatives"]}, ensure_ascii=False) for u in splits[split]))
+    history_lengths = [len(u["history"]) for s in SPLITS for u in splits[s]]
+    meta = {
+        "dataset": args.dataset,
+        "raw": args.raw,
+        "locale": args.locale if args.dataset == "amazon" else None,
+        "seed": args.seed,
+        "protocol": {"history_items": [MIN_HISTORY, MAX_HISTORY], "block_size": BLOCK_SIZE, "negatives": NEGATIVES,
+                     "negative_sampling": args.negatives, "abstract": args.abstract if args.dataset == "mind" else None,
+                     "max_field_chars": args.max_field_chars,
+                     "missing_ids": "ids absent from the catalogue are removed from the history before the length bounds apply"},
+        "requested": {"train": args.n_train, "val": args.n_val, "test": args.n_test},
+        "counts": {**{s: len(splits[s]) for s in SPLITS}, "eligible_users": len(eligible), "catalogue": len(catalogue),
+                   "items": len(used), "mean_history": round(sum(history_lengths) / len(history_lengths), 2),
+                   "histories_with_repeated_ids": sum(len(set(u["history"])) < len(u["history"]) for s in SPLITS for u in splits[s])},
+        "shrunk": note,
+        "skipped": skipped,
+        "sha256": {name: h.hexdigest() for name, h in sha.items()},
+    }
+    write_atomic(os.path.join(args.out, "meta.json"), [json.dumps(meta, indent=1, ensure_ascii=False)])
+    print(f"built {args.dataset} from {args.raw} into {args.out} in {time.time() - t0:.1f} s: "
+          f"{len(eligible):,} users pass the filter of {bounds}; train/val/test "
+          f"{len(splits['train']):,}/{len(splits['val']):,}/{len(splits['test']):,}; {len(used):,} items; "
+          f"mean history {meta['counts']['mean_history']}")
+    print(f"skipped: {json.dumps(skipped)}")
+    return meta
+
+# ----------------------------------------------------------------------------------------------------
+# Generated samples in the real file formats (see the end of this file for the vocabulary)
+
+
+def generate(args):
+    os.makedirs(args.out, exist_ok=True)
+    if args.generate == "mind":
+        generate_mind(args.out, args.users, args.seed)
+    else:
+        generate_amazon(args.out, args.users, args.seed)
+
+
+def drifting_choices(rng, topics, n, n_favourites, explore=0.15):
+    """n picks from `topics`: a user's few favourites, one of which is swapped for a new topic part-way
+    through (so a summary has a shift to follow), with occasional clicks outside them."""
+    favourites = rng.sample(topics, n_favourites)
+    drift_at = rng.randint(n // 3, max(n // 3, 2 * n // 3)) if rng.random() < 0.7 else n + 1
+    picks = []
+    for i in range(n):
+        if i == drift_at:
+            favourites[rng.randrange(len(favourites))] = rng.choice([t for t in topics if t not in favourites])
+        if rng.random() < explore:
+            picks.append(rng.choice(topics))
+        else:  # earlier favourites weigh more: a user has a main interest and side interests
+            picks.append(favourites[min(int(rng.expovariate(1.2)), len(favourites) - 1)])
+    return picks
+
+
+def history_length(rng):
+    """About two thirds of the users fall in the paper's 11-26 window; the rest exercise the filter."""
+    return rng.randint(11, 26) if rng.random() < 0.65 else rng.choice([rng.randint(1, 10), rng.randint(27, 45)])
+
+
+def fill(rng, template, **fixed):
+    """The template with each {slot} replaced: by `fixed[slot]` when given, else a random SLOTS[slot] word."""
+    return re.sub(r"\{(\w+)\}", lambda m: fixed.get(m.group(1)) or rng.choice(SLOTS[m.group(1)]), template)
+
+
+def generate_mind(out, n_users, seed):
+    rng = random.Random(seed)
+    subcats = [(cat, sub) for cat, subs in NEWS.items() for sub in subs]
+    n_news = max(3000, n_users // 10)  # MIND-large: ~1M users, ~101k news
+    by_topic = {t: [] for t in subcats}
+    with open(os.path.join(out, "news.tsv"), "w", encoding="utf-8", newline="\n") as f:
+        for k in range(n_news):
+            cat, sub = subcats[k % len(subcats)] if k < len(subcats) else rng.choice(subcats)
+            nid = f"N{10000 + k * 7 + rng.randrange(7)}"
+            title = fill(rng, rng.choice(NEWS[cat][sub]))
+            r = rng.random()
+            if r < 0.04:  # real titles can start with a double quote: a CSV reader would mangle the row
+                title = f'"{title.split(":")[0]}" {rng.choice(["is back", "stuns fans", "sparks debate"])}'
+            elif r < 0.06:  # and carry zero-width spaces
+                title = title.replace(" ", " \u200b", 1)
+            abstract = "" if rng.random() < 0.15 else fill(rng, rng.choice(ABSTRACTS))
+            entities = "[]" if rng.random() < 0.5 else json.dumps([{"Label": title.split()[0], "Type": "O", "WikidataId": f"Q{rng.randrange(10**6)}",
+                                                                    "Confidence": 1.0, "OccurrenceOffsets": [0], "SurfaceForms": [title.split()[0]]}])
+            f.write(f"{nid}\t{cat}\t{sub}\t{title}\t{abstract}\thttps://assets.msn.com/labs/mind/AA{nid[1:]}.html\t{entities}\t[]\n")
+            by_topic[(cat, sub)].append(nid)
+    all_news = [n for t in subcats for n in by_topic[t]]
+    rows = []
+    for u in range(n_users):
+        user = f"U{100 + u * 3 + rng.randrange(3)}"
+        n = 0 if rng.random() < 0.05 else history_length(rng)
+        history = []
+        for t in drifting_choices(rng, subcats, n, rng.randint(2, 3)):
+            for _ in range(5):  # a reader rarely opens the same story twice: redraw a few times
+                nid = rng.choice(by_topic[t])
+                if nid not in history:
+                    break
+            history.append(nid)
+        if n and rng.random() < 0.08:  # a history can repeat an id
+            j = rng.randrange(n)
+            history.insert(j, history[rng.randrange(j + 1)])
+        if n and rng.random() < 0.05:  # and name news that news.tsv lacks
+            history.insert(rng.randrange(len(history)), f"N{rng.randrange(10**6, 2 * 10**6)}")
+        n_rows = rng.randint(1, 4)
+        empty_first = n_rows > 1 and rng.random() < 0.05  # the first row with a non-empty History is the one used
+        for r in range(n_rows):
+            shown = rng.sample(all_news, 4)
+            impressions = " ".join(f"{x}-{int(i == 0)}" for i, x in enumerate(shown))
+            hist = "" if (r == 0 and empty_first) else " ".join(history)
+            rows.append((user, hist, impressions))
+    rng.shuffle(rows)
+    with open(os.path.join(out, "behaviors.tsv"), "w", encoding="utf-8", newline="\n") as f:
+        for k, (user, hist, impressions) in enumerate(rows, 1):
+            day, hour, minute, second = rng.randint(9, 15), rng.randint(1, 12), rng.randrange(60), rng.randrange(60)
+            stamp = f"11/{day}/2019 {hour}:{minute:02d}:{second:02d} {rng.choice(['AM', 'PM'])}"
+            f.write(f"{k}\t{user}\t{stamp}\t{hist}\t{impressions}\n")
+    print(f"generated MIND sample in {out}: {n_news:,} news, {n_users:,} users, {len(rows):,} behaviors rows")
+
+
+def numpy_list(ids, width=75):
+    """An id list as numpy prints it: "['a' 'b' ...]", wrapped onto new lines (starting with a space) at 75 characters."""
+    lines, line = [], "["
+    for i, x in enumerate(ids):
+        token = f"'{x}'"
+        if i and len(line) + 1 + len(token) + 1 > width:
+            lines.append(line)
+            line = " " + token
+        else:
+            line += (" " if i else "") + token
+    return "\n".join(lines + [line + "]"])
+
+
+def product_id(rng, book):
+    if book:  # ISBN-10-like ids, some ending in X
+        digits = "".join(rng.choice("0123456789") for _ in range(9))
+        return digits + rng.choice("0123456789X")
+    return "B0" + "".join(rng.choice("ABCDEFGHJKLMNPQRSTUVWXYZ0123456789") for _ in range(8))
+
+
+LOCALES = ["UK", "DE", "JP", "FR", "IT", "ES"]
+
+
+def generate_amazon(out, n_sessions, seed):
+    rng = random.Random(seed)
+    intents = list(PRODUCTS)
+    n_products = max(2000, int(n_sessions * 0.42))  # Amazon-M2: 3.6M sessions, 1.5M products
+    by_locale_intent = {(loc, t): [] for loc in LOCALES for t in intents}
+    with open(os.path.join(out, "products_train.csv"), "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(AMAZON_PRODUCT_HEADER)
+        for k in range(n_products):
+            intent = intents[k % len(intents)]
+            spec = PRODUCTS[intent]
+            pid = product_id(rng, intent == "books" and rng.random() < 0.6)
+            noun = rng.choice(list(spec["nouns"]))
+            brand, colour, material = rng.choice(spec["brands"]), rng.choice(SLOTS["colour"]), rng.choice(spec["nouns"][noun])
+            size = rng.choice(spec["sizes"])
+            title = fill(rng, rng.choice(spec["titles"]), brand=brand, noun=noun, colour=colour, material=material, size=size)
+            size = size if rng.random() < 0.5 else ""
+            model = f"{brand[:3].upper()}-{rng.randrange(100, 999)}" if rng.random() < 0.4 else ""
+            author = rng.choice(SLOTS["author"]) if intent == "books" else ""
+            desc = fill(rng, rng.choice(spec["descs"]), noun=noun.lower(), material=material.lower())
+            desc = desc[0].upper() + desc[1:]
+            if rng.random() < 0.1:  # descriptions hold commas, quotes and line breaks: CSV quoting must carry them
+                desc += '\nIncludes: 1 x ' + noun.lower() + ', "ready to use" out of the box.'
+            price = round(rng.uniform(*spec["price"]), 2)
+            home = rng.choice(["UK", "UK", "DE", "JP", "FR", "IT", "ES"])
+            others = [loc for loc in LOCALES if loc != home and rng.random() < 0.15]
+            for loc in [home] + others:  # the same id under several locales, each with its own row
+                local_price = price if loc == home else round(price * rng.uniform(0.9, 1.2), 2)
+                row = [pid, loc, title, f"{local_price}", brand, colour if rng.random() < 0.8 else "", size, model,
+                       material if rng.random() < 0.7 else "", author, desc if rng.random() < 0.9 else ""]
+                writer.writerow(row)
+                by_locale_intent[(loc, intent)].append(pid)
+    with open(os.path.join(out, "sessions_train.csv"), "w", encoding="utf-8", newline="") as f:
+        f.write("prev_items,next_item,locale\n")
+        for _ in range(n_sessions):
+            loc = rng.choice(["UK", "UK", "UK", "DE", "JP", "FR", "IT", "ES"])
+            n = history_length(rng) - 1
+            n = max(n, 1)
+            pool = [t for t in intents if by_locale_intent[(loc, t)]]
+            picks = drifting_choices(rng, pool, n + 1, rng.randint(1, 2), explore=0.08)
+            items = []
+            for t in picks:  # a shopper revisits what they just looked at now and then
+                if items and rng.random() < 0.15:
+                    items.append(rng.choice(items[-3:]))
+                else:
+                    items.append(rng.choice(by_locale_intent[(loc, t)]))
+            *prev, target = items
+            f.write(f'"{numpy_list(prev)}",{target},{loc}\n')
+    print(f"generated Amazon-M2 sample in {out}: {n_products:,} products, {n_sessions:,} sessions")
+
+# ----------------------------------------------------------------------------------------------------
+# Vocabulary of the generated samples: MIND's real categories and subcategories, headline templates,
+# and product families with brands, materials and descriptions. Edit freely: nothing depends on it.
+
+SLOTS = {
+    "team": ["Patriots", "Cowboys", "Packers", "Chiefs", "Eagles", "49ers", "Steelers", "Seahawks", "Bears", "Rams"],
+    "nba": ["Lakers", "Celtics", "Warriors", "Bucks", "Knicks", "Heat", "Nuggets", "Suns"],
+    "club": ["Arsenal", "Barcelona", "Real Madrid", "Bayern München", "Liverpool", "Juventus", "Paris Saint-Germain"],
+    "player": ["Tom Brady", "Patrick Mahomes", "LeBron James", "Stephen Curry", "Lionel Messi", "Zlatan Ibrahimović", "Aaron Rodgers"],
+    "golfer": ["Tiger Woods", "Rory McIlroy", "Brooks Koepka", "Jordan Spieth"],
+    "tennis": ["Serena Williams", "Rafael Nadal", "Novak Đoković", "Naomi Osaka"],
+    "city": ["Seattle", "Chicago", "Houston", "Miami", "Denver", "Boston", "Atlanta", "Phoenix", "Portland", "Nashville"],
+    "state": ["Texas", "Ohio", "California", "Florida", "Michigan", "Georgia", "Oregon", "Arizona"],
+    "country": ["China", "Mexico", "Canada", "France", "Germany", "Japan", "Brazil", "India", "Türkiye"],
+    "politician": ["the Senate", "the House", "the governor", "the White House", "city council", "the mayor"],
+    "policy": ["health care", "the budget", "impeachment", "tariffs", "immigration", "gun control", "climate policy"],
+    "company": ["Apple", "Boeing", "Tesla", "Amazon", "Walmart", "Nestlé", "Uber", "Netflix", "Ford", "Disney"],
+    "celebrity": ["Taylor Swift", "Beyoncé", "Brad Pitt", "Jennifer Lopez", "Kim Kardashian", "Ryan Reynolds", "Zoë Kravitz"],
+    "movie": ["Joker", "Frozen 2", "The Irishman", "Star Wars", "Ford v Ferrari", "Knives Out"],
+    "show": ["The Voice", "Dancing With the Stars", "The Crown", "Stranger Things", "The Mandalorian"],
+    "dish": ["chicken soup", "pumpkin pie", "beef stew", "mac and cheese", "crème brûlée", "banana bread", "lasagna"],
+    "ingredient": ["garlic", "butter", "pumpkin", "cinnamon", "avocado", "sweet potatoes", "cranberries"],
+    "place": ["national park", "beach town", "small town", "ski resort", "island", "road trip stop"],
+    "airline": ["Southwest Airlines", "Delta", "United", "American Airlines", "JetBlue"],
+    "car": ["Ford F-150", "Tesla Model 3", "Toyota RAV4", "Jeep Wrangler", "Honda Civic", "Chevrolet Corvette"],
+    "animal": ["dog", "cat", "bear", "puppy", "horse", "owl", "dolphin"],
+    "number": ["3", "5", "7", "10", "12", "15", "20", "25", "50"],
+    "condition": ["diabetes", "heart disease", "insomnia", "back pain", "high blood pressure", "migraines"],
+    "weather": ["snowstorm", "arctic blast", "heavy rain", "severe storms", "record cold", "heat wave"],
+    "colour": ["Navy", "Black", "White", "Grey", "Ochre", "Sage Green", "Red", "Blush Pink", "Charcoal"],
+    "author": ["J. K. Rowling", "Stephen King", "Jamie Oliver", "Yotam Ottolenghi", "Agatha Christie", "Haruki Murakami", "Mary Berry"],
+    "feature": ["non-slip", "quick-drying", "machine washable", "extra thick", "eco-friendly", "heavy duty", "compact", "lightweight"],
+    "use": ["everyday use", "gifts", "small spaces", "families", "travel", "beginners", "professionals"],
+}
+
+NEWS = {
+    "sports": {
+        "football_nfl": ["{team} beat {team} in overtime thriller", "{player} leads {team} to comeback win",
+                         "{team} quarterback out for season with knee injury", "Week {number} NFL power rankings: {team} climb",
+                         "{team} fire head coach after {number} straight losses"],
+        "basketball_nba": ["{nba} rout {nba} behind {number} threes", "{player} scores {number} in {nba} win",
+                           "{nba} trade rumors: what comes next", "Injury update: {nba} star to miss {number} games"],
+        "soccer": ["{club} edge {club} in Champions League clash", "{player} scores twice as {club} go top",
+                   "{club} manager under pressure after defeat", "Transfer talk: {club} eye {number} million move"],
+        "golf": ["{golfer} takes lead into final round", "{golfer} withdraws from tournament with injury", "How {golfer} won in {city}"],
+        "tennis": ["{tennis} advances to the semifinals", "{tennis} upset in straight sets", "{tennis} wins title in {city}"],
+    },
+    "news": {
+        "newspolitics": ["{politician} votes on {policy} bill", "What the {policy} fight means for {state}",
+                         "Poll: voters in {state} split on {policy}", "{politician} delays decision on {policy}"],
+        "newsus": ["{city} police search for suspect after shooting", "{state} town recovers after {weather}",
+                   "School board in {city} approves new plan", "{number} things to know about the {city} election"],
+        "newsworld": ["{country} and {country} agree on trade deal", "Protests grow in {country} capital",
+                      "{country} election results: what we know", "Earthquake shakes northern {country}"],
+        "newscrime": ["Man arrested after chase through {city}", "{city} detectives investigate break-ins",
+                      "Seattle police officer fires gun while breaking up scuffle", "Jury finds {city} man guilty of fraud"],
+        "newsscienceandtechnology": ["Scientists discover new species of {animal}", "{company} unveils new AI chip",
+                                     "NASA shares stunning images of Jupiter", "Why {company} is betting on robots"],
+    },
+    "finance": {
+        "finance-companies": ["{company} shares jump after earnings beat", "{company} to cut {number},000 jobs",
+                              "{company} CEO steps down", "Why {company} stock fell {number}% today"],
+        "markets": ["Dow closes at record high as {company} rallies", "Stocks slide on {country} trade fears",
+                    "{number} stocks to buy before the end of the year"],
+        "personalfinance": ["{number} ways to save money on groceries", "How to pay off debt in {number} months",
+                            "The best credit cards for {use}", "Retirement: {number} mistakes to avoid"],
+        "finance-real-estate": ["Home prices in {city} hit new high", "{number} cheapest places to buy a house in {state}",
+                                "Mortgage rates fall for {number}th week"],
+    },
+    "foodanddrink": {
+        "recipes": ["{number} cozy {dish} recipes for fall", "The best {dish} you'll ever make",
+                    "3 new {ingredient} recipes you'll be making all season", "Easy {dish} with {ingredient}"],
+        "restaurantsandnews": ["The best {dish} in {city}", "{company} adds {dish} to its menu",
+                               "{number} restaurants closing in {state}", "Chef opens new bistro in {city}"],
+        "quickandeasy": ["{number}-minute dinners with {ingredient}", "Sheet-pan {dish} for busy weeknights"],
+    },
+    "travel": {
+        "travelnews": ["{airline} flight diverted after passenger disturbance", "{airline} adds new routes to {city}",
+                       "Airport delays pile up ahead of Thanksgiving", "{airline} changes its baggage rules"],
+        "traveltripideas": ["The spookiest {place} in every state", "{number} best {place}s to visit this winter",
+                            "A perfect weekend in {city}", "Hidden gems: the most charming {place} in {state}"],
+    },
+    "health": {
+        "wellness": ["{number} habits of people who never get sick", "Why you're always tired, according to doctors",
+                     "How to sleep better in {number} steps"],
+        "medical": ["New treatment shows promise for {condition}", "Early signs of {condition} you should know",
+                    "Doctors warn about {condition} in young adults"],
+        "nutrition": ["{number} foods that help with {condition}", "Is {ingredient} good for you?"],
+    },
+    "entertainment": {
+        "celebrity": ["{celebrity} stuns on the red carpet", "{celebrity} opens up about new album",
+                      "{celebrity} and {celebrity} spotted together in {city}"],
+        "movies": ["'{movie}' tops the box office again", "{celebrity} joins the cast of '{movie}' sequel",
+                   "Review: '{movie}' is the film of the year"],
+        "tv": ["'{show}' finale recap: {number} big moments", "'{show}' renewed for another season",
+               "{celebrity} eliminated from '{show}'"],
+        "music": ["{celebrity} announces {number}-city tour", "{celebrity} tops the charts with new single"],
+    },
+    "lifestyle": {
+        "lifestylehomeandgarden": ["Genius tiny homes for big families", "{number} ways to make a small kitchen feel bigger",
+                                   "How to keep your garden alive through winter"],
+        "lifestyleroyals": ["Prince Harry and Meghan share new photo", "The Queen's {number} most memorable outfits",
+                            "Royal family plans {city} visit"],
+        "pets": ["{number} {animal} breeds that are great with kids", "This {animal} was rescued from a storm drain in {city}"],
+    },
+    "autos": {
+        "autosnews": ["{car} recalled over brake issue", "The {number} most reliable cars of the year",
+                      "{company} unveils electric pickup"],
+        "autosreview": ["Review: the new {car} is better than ever", "{car} vs {car}: which one to buy"],
+    },
+    "weather": {
+        "weathertopstories": ["{weather} to hit {state} this weekend", "{city} braces for {weather}",
+                              "Forecast: {weather} expected across the Midwest"],
+    },
+    "video": {
+        "animals": ["Watch: {animal} plays in the snow in {city}", "Baby {animal} meets its family for the first time"],
+        "news": ["Man testing new tires crashes into gas station", "Watch: firefighters rescue {animal} in {city}"],
+    },
+}
+
+ABSTRACTS = [
+    "Here's what you need to know about the story everyone in {city} is talking about.",
+    "The {number} details that matter, and what happens next.",
+    "Experts weigh in on what it means for people in {state}.",
+    "From {city} to {country}, here is the full story.",
+    "It took {number} years, but it finally happened — and fans couldn’t be happier.",
+]
+
+PRODUCTS = {
+    "bath": {"brands": ["Keplin", "Olivia Rocco", "Dreamscene", "Sleepdown", "Homescapes"],
+             "nouns": {"Bath Mat": ["Rubber", "Microfibre", "Memory Foam"], "Bath Towel Set": ["Egyptian Cotton", "Bamboo", "Cotton"],
+                       "Bath Rug": ["Chenille", "Microfibre"], "Shower Curtain": ["Polyester", "PEVA"], "Hand Towels": ["Cotton", "Bamboo"]},
+             "sizes": ["50 x 80 cm", "60 x 100 cm", "Pack of 4", "Standard"],
+             "titles": ["{brand} {feature} {noun}, {colour}", "{brand} {material} {noun} for Bathroom - {feature}, {colour}",
+                        "Luxury {material} {noun} by {brand}, {feature}"],
+             "descs": ["Super soft {material} {noun}, {feature} and water absorbent. Ideal for {use}.",
+                       "This {noun} is made from 100% {material}; {feature}, easy to clean and built to last."],
+             "price": (4.5, 35.0)},
+    "kitchen": {"brands": ["Tefal", "Joseph Joseph", "Salter", "KitchenCraft", "Le Creuset"],
+                "nouns": {"Frying Pan": ["Non-Stick Aluminium", "Cast Iron", "Stainless Steel"], "Knife Set": ["Stainless Steel", "Ceramic"],
+                          "Chopping Board": ["Bamboo", "Oak", "Plastic"], "Casserole Dish": ["Cast Iron", "Stoneware"],
+                          "Kettle": ["Stainless Steel", "Glass"]},
+                "sizes": ["24 cm", "28 cm", "1.7 L", "Set of 3"],
+                "titles": ["{brand} {material} {noun}, {feature}, {colour}", "{brand} {noun} - {material}, {feature}"],
+                "descs": ["A {feature} {noun} in {material} that heats evenly. Dishwasher safe; perfect for {use}.",
+                          "Cook like a pro with this {material} {noun}. {feature} design for {use}."],
+                "price": (8.0, 120.0)},
+    "phone": {"brands": ["Anker", "Spigen", "ESR", "Belkin", "UGREEN"],
+              "nouns": {"USB-C Charger": ["GaN", "Plastic"], "Phone Case": ["Silicone", "TPU", "Leather"], "Screen Protector": ["Tempered Glass"],
+                        "Power Bank": ["Aluminium", "Plastic"], "Charging Cable": ["Nylon Braided", "TPE"]},
+              "sizes": ["1 m", "2 m", "10000 mAh", "20000 mAh", "Pack of 2"],
+              "titles": ["{brand} {noun} for iPhone 14, {feature}, {colour}", "{brand} {material} {noun}, {feature}"],
+              "descs": ["{feature} {noun} with {material} finish. Fast charging and wide compatibility for {use}.",
+                        "Protect your phone with this {material} {noun}: {feature}, precise cut-outs."],
+              "price": (5.0, 45.0)},
+    "books": {"brands": ["Penguin", "HarperCollins", "Bloomsbury", "Vintage", "Ebury"],
+              "nouns": {n: ["Paperback", "Hardcover"] for n in ["Cookbook", "Crime Novel", "Fantasy Novel", "Children's Picture Book", "Biography"]},
+              "sizes": ["320 pages", "416 pages", "288 pages"],
+              "titles": ["The {colour} House: A {noun} ({material})", "Simply Delicious: {noun} for {use}",
+                         "Murder at the {place}: A {noun}"],
+              "descs": ["The bestselling {noun} everyone is talking about, now in {material}.",
+                        "A {noun} for {use}, from a much-loved author; {material}."],
+              "price": (3.99, 28.0)},
+    "toys": {"brands": ["LEGO", "Playmobil", "Hasbro", "Melissa & Doug", "VTech"],
+             "nouns": {"Building Set": ["Plastic"], "Board Game": ["Cardboard"], "Jigsaw Puzzle": ["Wood", "Cardboard"],
+                       "Plush Toy": ["Plush", "Organic Cotton"], "Remote Control Car": ["Plastic", "Metal"]},
+             "sizes": ["Ages 3+", "Ages 6+", "Ages 8-12", "500 pieces"],
+             "titles": ["{brand} {noun}, {colour}, {feature}", "{brand} {material} {noun} for Kids"],
+             "descs": ["Hours of fun with this {material} {noun}. A great gift for {use}.",
+                       "{feature} {noun} that sparks creativity; made from safe {material}."],
+             "price": (6.0, 90.0)},
+    "garden": {"brands": ["Gardena", "Spear & Jackson", "Bosch", "Kingfisher", "Hozelock"],
+               "nouns": {"Garden Hose": ["Rubber", "PVC"], "Pruning Shears": ["Carbon Steel", "Stainless Steel"], "Solar Lights": ["Plastic", "Glass"],
+                         "Plant Pots": ["Terracotta", "Ceramic", "Recycled Plastic"], "Lawn Mower": ["Steel", "Plastic"]},
+               "sizes": ["15 m", "30 m", "Set of 10", "Pack of 3"],
+               "titles": ["{brand} {feature} {noun}, {colour}", "{brand} {material} {noun} for Garden and Patio"],
+               "descs": ["{feature} {noun} made of {material}, weatherproof and ready for {use}.",
+                         "Keep your garden tidy with this {material} {noun}; {feature}."],
+               "price": (7.0, 150.0)},
+    "beauty": {"brands": ["NIVEA", "Creightons", "The Body Shop", "Garnier", "L'Oréal"],
+               "nouns": {n: ["Almond Oil", "Shea Butter", "Vitamin C", "Aloe Vera", "Mango & Papaya"]
+                         for n in ["Shower Creme", "Body Lotion", "Face Serum", "Shampoo", "Hand Cream"]},
+               "sizes": ["250 ml", "500 ml", "50 ml", "Pack of 6"],
+               "titles": ["{brand} {noun} with {material} ({size})", "{brand} Care {noun} Soft, {material}, {feature}"],
+               "descs": ["Caring {noun} enriched with {material}, moisturising with a mild scent. Vegan and cruelty free.",
+                         "{feature} {noun} with {material} for soft, nourished skin."],
+               "price": (1.0, 25.0)},
+    "fitness": {"brands": ["Gymshark", "Reebok", "Bowflex", "Myprotein", "Decathlon"],
+                "nouns": {"Yoga Mat": ["TPE", "Natural Rubber", "Cork"], "Dumbbell Set": ["Neoprene", "Cast Iron"], "Resistance Bands": ["Latex", "Fabric"],
+                          "Protein Powder": ["Whey", "Pea Protein"], "Running Shoes": ["Mesh", "Knit"]},
+                "sizes": ["6 mm", "2 x 5 kg", "1 kg", "UK 9", "Set of 5"],
+                "titles": ["{brand} {feature} {noun}, {colour}", "{brand} {material} {noun} for Home Workouts"],
+                "descs": ["{feature} {noun} in {material}, ideal for {use} and home gyms.",
+                          "Train harder with this {material} {noun}: {feature} and comfortable."],
+                "price": (9.0, 80.0)},
+    "audio": {"brands": ["Sony", "JBL", "Bose", "Sennheiser", "Soundcore"],
+              "nouns": {"Wireless Earbuds": ["Plastic"], "Bluetooth Speaker": ["Fabric", "Rubberised Plastic"],
+                        "Over-Ear Headphones": ["Protein Leather", "Aluminium"], "Soundbar": ["Aluminium", "Fabric"]},
+              "sizes": ["Standard", "Mini", "Pro"],
+              "titles": ["{brand} {noun} with Noise Cancelling, {colour}", "{brand} {feature} {noun}, 30h Battery"],
+              "descs": ["Rich sound from a {feature} {noun}; {material} finish and long battery life for {use}.",
+                        "{noun} with deep bass and clear calls, {material} build."],
+              "price": (19.0, 300.0)},
+}
+
+
+def main(argv=None):
+    args = parser.parse_args(argv)
+    if bool(args.generate) == bool(args.dataset) or not args.out:
+        parser.error("give either --generate {mind,amazon} --out RAW, or --dataset {mind,amazon} --raw RAW --out DATA")
+    if args.generate:
+        generate(args)
+        return
+    if not args.raw:
+        parser.error("--dataset needs --raw RAW (the folder with the raw files)")
+    if min(args.n_train, args.n_val, args.n_test) < 0:
+        parser.error("--n-train / --n-val / --n-test must be >= 0")
+    print("config:", json.dumps(vars(args)))
+    build(args)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (ValueError, FileNotFoundError) as e:
+        sys.exit(f"error: {e}")

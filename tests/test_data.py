@@ -1,0 +1,266 @@
+"""data.py: the protocol, the real files' traps, and an error for each kind of bad input."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import data
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def build(raw, out, *extra):
+    return data.main(["--dataset", raw[0], "--raw", raw[1], "--out", str(out), *extra]) or data.load_meta(str(out))
+
+
+def generated(tmp_path, dataset, users, seed=0):
+    raw = str(tmp_path / f"raw-{dataset}-{seed}")
+    data.main(["--generate", dataset, "--out", raw, "--users", str(users), "--seed", str(seed)])
+    return dataset, raw
+
+
+def files(folder):
+    return {name: open(os.path.join(folder, name), "rb").read() for name in sorted(os.listdir(folder))}
+
+
+def test_blocks_cut_oldest_first_with_a_partial_last_block():
+    assert data.blocks(list(range(12))) == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9], [10, 11]]
+    assert data.blocks(list(range(10))) == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
+    assert data.blocks([7]) == [[7]]
+    assert data.blocks([]) == []
+
+
+@pytest.mark.parametrize("dataset,users", [("mind", 400), ("amazon", 1200)])
+def test_generated_sample_builds_by_the_protocol(tmp_path, dataset, users):
+    raw = generated(tmp_path, dataset, users)
+    meta = build(raw, tmp_path / "data", "--n-train", "100", "--n-val", "20", "--n-test", "20")
+    splits = {s: data.load_split(str(tmp_path / "data"), s) for s in data.SPLITS}
+    assert {s: len(u) for s, u in splits.items()} == {"train": 100, "val": 20, "test": 20}
+    assert meta["counts"]["eligible_users"] > 140 and meta["shrunk"] is None
+    users = [u["user"] for s in data.SPLITS for u in splits[s]]
+    assert len(set(users)) == len(users)  # split by user: nobody is in two splits
+    used = set()
+    for split, records in splits.items():
+        for u in records:
+            assert 10 <= len(u["history"]) <= 25
+            assert len(u["negatives"]) == (1 if split == "train" else 20)
+            assert len(set(u["negatives"])) == len(u["negatives"])
+            assert u["target"] not in u["negatives"]
+            assert not set(u["history"]) & set(u["negatives"])
+            used |= set(u["history"]) | {u["target"]} | set(u["negatives"])
+    items = data.load_items(str(tmp_path / "data"))
+    assert set(items) == used  # every item a sample names, and only those
+    assert all(text.strip() for text in items.values())
+    assert meta["sha256"] and all(len(h) == 64 for h in meta["sha256"].values())
+
+
+def test_same_seed_gives_byte_identical_samples_and_another_seed_does_not(tmp_path):
+    raw = generated(tmp_path, "mind", 300)
+    again = generated(tmp_path / "again", "mind", 300)
+    assert files(raw[1]) == files(again[1])  # generation is deterministic too
+    build(raw, tmp_path / "a", "--n-train", "50", "--n-val", "10", "--n-test", "10")
+    build(raw, tmp_path / "b", "--n-train", "50", "--n-val", "10", "--n-test", "10")
+    build(raw, tmp_path / "c", "--n-train", "50", "--n-val", "10", "--n-test", "10", "--seed", "1")
+    assert files(tmp_path / "a") == files(tmp_path / "b")
+    assert files(tmp_path / "a")["test.jsonl"] != files(tmp_path / "c")["test.jsonl"]
+
+
+def test_fewer_users_than_asked_shrinks_every_split_proportionally(tmp_path, capsys):
+    raw = generated(tmp_path, "mind", 200)
+    meta = build(raw, tmp_path / "data")  # the paper's 10,000 / 1,000 / 1,000
+    n = meta["counts"]["eligible_users"]
+    assert meta["counts"]["val"] == meta["counts"]["test"] == int(1000 * n / 12000)
+    assert meta["counts"]["train"] + meta["counts"]["val"] + meta["counts"]["test"] == n
+    assert "shrunk proportionally" in meta["shrunk"] and "shrunk proportionally" in capsys.readouterr().out
+
+
+# ---- MIND: a hand-written sample with the real files' traps ----
+
+NEWS = [
+    ["N1", "news", "newsus", '"Quoted start with no closing quote', "", "https://x/1", "[]", "[]"],
+    ["N2", "sports", "football_nfl", "Zoë and José\u200b win again", "An abstract.", "https://x/2", "[]", "[]"],
+] + [[f"N{i}", "travel", "travelnews", f"Story {i}", f"Abstract {i}", f"https://x/{i}", "[]", "[]"] for i in range(3, 60)]
+
+
+def write_mind(folder, news=NEWS, behaviors=None):
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "news.tsv"), "w", encoding="utf-8") as f:
+        f.writelines("\t".join(row) + "\n" for row in news)
+    with open(os.path.join(folder, "behaviors.tsv"), "w", encoding="utf-8") as f:
+        f.writelines("\t".join(row) + "\n" for row in behaviors)
+    return "mind", str(folder)
+
+
+def mind_behaviors():
+    u1 = ["N1", "N2", "N3", "N4", "N3", "N999", "N5", "N6", "N7", "N8", "N9", "N10", "N11"]  # a repeat and an unknown id
+    rows = [
+        ["1", "U1", "11/9/2019 9:57:55 AM", "", "N1-1 N2-0"],  # empty: the next row of U1 is the one used
+        ["2", "U1", "11/9/2019 10:01:02 AM", " ".join(u1), "N2-1"],
+        ["3", "U1", "11/10/2019 1:00:00 PM", "N20 N21", "N3-0"],  # not the first non-empty row: ignored
+        ["4", "U2", "11/9/2019 9:00:00 AM", " ".join(f"N{i}" for i in range(3, 30)), "N2-1"],  # 27 ids: too many
+        ["5", "U3", "11/9/2019 9:00:00 AM", "", "N2-1"],  # never a history
+        ["6", "U4", "11/9/2019 9:00:00 AM", " ".join(f"N{i}" for i in range(30, 41)), "N2-1"],  # 11 ids: the minimum
+        ["7", "U5", "11/9/2019 9:00:00 AM", " ".join(f"N{i}" for i in range(30, 40)), "N2-1"],  # 10 ids: too few
+    ]
+    return rows
+
+
+def test_mind_rows_users_and_traps(tmp_path):
+    raw = write_mind(tmp_path / "raw", behaviors=mind_behaviors())
+    meta = build(raw, tmp_path / "data", "--n-train", "1", "--n-val", "1", "--n-test", "0")
+    users = {u["user"]: u for s in data.SPLITS for u in data.load_split(str(tmp_path / "data"), s)}
+    assert set(users) == {"U1", "U4"}
+    # U1: first non-empty row; the unknown id N999 removed; the repeat of N3 kept; the last id is the target
+    assert users["U1"]["history"] == ["N1", "N2", "N3", "N4", "N3", "N5", "N6", "N7", "N8", "N9", "N10"]
+    assert users["U1"]["target"] == "N11"
+    assert users["U4"]["history"] == [f"N{i}" for i in range(30, 40)] and users["U4"]["target"] == "N40"
+    assert meta["skipped"] == {"users_without_history": 1, "users_outside_history_bounds": 2,
+                               "history_ids_missing_from_catalogue": 1, "duplicate_catalogue_rows": 0}
+    assert meta["counts"]["histories_with_repeated_ids"] == 1
+    items = data.load_items(str(tmp_path / "data"))
+    # the quote does not start a quoted field; the zero-width space is gone, the accents stay
+    assert items["N1"] == 'Category: news; SubCategory: newsus; Title: "Quoted start with no closing quote'
+    assert items["N2"] == "Category: sports; SubCategory: football_nfl; Title: Zoë and José win again"
+
+
+def test_mind_abstract_is_optional_and_empty_abstracts_are_left_out(tmp_path):
+    raw = write_mind(tmp_path / "raw", behaviors=mind_behaviors())
+    build(raw, tmp_path / "data", "--n-train", "1", "--n-val", "1", "--n-test", "0", "--abstract")
+    items = data.load_items(str(tmp_path / "data"))
+    assert items["N1"] == 'Category: news; SubCategory: newsus; Title: "Quoted start with no closing quote'
+    assert items["N2"] == "Category: sports; SubCategory: football_nfl; Title: Zoë and José win again; Abstract: An abstract."
+
+
+def test_authors_negatives_may_hit_the_history_and_ours_never_do(tmp_path):
+    rows = [[str(k), f"U{k}", "11/9/2019 9:57:55 AM", " ".join(f"N{(k + i) % 57 + 3}" for i in range(20)), "N1-1"] for k in range(40)]
+    raw = write_mind(tmp_path / "raw", behaviors=rows)
+    build(raw, tmp_path / "ours", "--n-train", "0", "--n-val", "0", "--n-test", "40")
+    build(raw, tmp_path / "authors", "--n-train", "0", "--n-val", "0", "--n-test", "40", "--negatives", "authors")
+    seen = lambda u: set(u["history"]) | {u["target"]}  # noqa: E731
+    ours = data.load_split(str(tmp_path / "ours"), "test")
+    authors = data.load_split(str(tmp_path / "authors"), "test")
+    assert all(not seen(u) & set(u["negatives"]) for u in ours)
+    # 20 of a 59-item catalogue are in each history: the authors' draws land there about a third of the time
+    assert sum(len(seen(u) & set(u["negatives"])) for u in authors) > 100
+    assert data.load_meta(str(tmp_path / "authors"))["protocol"]["negative_sampling"] == "authors"
+
+# ---- Amazon-M2 ----
+
+
+PRODUCTS = """id,locale,title,price,brand,color,size,model,material,author,desc
+B0SHARED01,DE,Badematte rutschfest,9.99,Keplin,Navy,,,,,Eine Matte
+B0SHARED01,UK,Keplin Non-Slip Bath Mat,9.99,Keplin,Navy,,,Rubber,,"Soft, quick-drying; ""machine washable""
+and easy to clean."
+123456789X,UK,A Crime Novel,7.5,Penguin,,,,Paperback,Agatha Christie,
+"""
+
+
+def write_amazon(folder, sessions, products=PRODUCTS, n_catalogue=40):
+    os.makedirs(folder, exist_ok=True)
+    extra = "".join(f"B0ITEM{i:04d},UK,Item {i},{i}.5,Brand,,,,,,\n" for i in range(n_catalogue))
+    with open(os.path.join(folder, "products_train.csv"), "w", encoding="utf-8") as f:
+        f.write(products + extra)
+    with open(os.path.join(folder, "sessions_train.csv"), "w", encoding="utf-8") as f:
+        f.write("prev_items,next_item,locale\n" + sessions)
+    return "amazon", str(folder)
+
+
+def session(ids, target, locale="UK"):
+    return f'"{data.numpy_list(ids)}",{target},{locale}\n'
+
+
+def test_numpy_list_wraps_like_numpy_and_parses_back():
+    ids = [f"B0ITEM{i:04d}" for i in range(11)]
+    text = data.numpy_list(ids)
+    assert text.splitlines()[0] == "['B0ITEM0000' 'B0ITEM0001' 'B0ITEM0002' 'B0ITEM0003' 'B0ITEM0004'"
+    assert text.splitlines()[1].startswith(" 'B0ITEM0005'") and text.endswith("'B0ITEM0010']")
+    assert data.parse_id_list(text, "f", 1) == ids
+
+
+def test_amazon_locale_fields_caps_and_wrapped_sessions(tmp_path):
+    long_session = ["B0SHARED01", "123456789X"] + [f"B0ITEM{i:04d}" for i in range(10)] + ["B0UNKNOWN1"]
+    sessions = (session(long_session, "B0ITEM0020")  # wrapped over 3 lines; one id the catalogue lacks
+                + session([f"B0ITEM{i:04d}" for i in range(12)], "B0ITEM0021", locale="DE")  # other locale
+                + session([f"B0ITEM{i:04d}" for i in range(9)], "B0ITEM0022")  # 9 items: too few
+                + session([f"B0ITEM{i:04d}" for i in range(10)], "B0ITEM0023"))
+    raw = write_amazon(tmp_path / "raw", sessions)
+    meta = build(raw, tmp_path / "data", "--n-train", "2", "--n-val", "0", "--n-test", "0", "--max-field-chars", "30")
+    users = {u["user"]: u for u in data.load_split(str(tmp_path / "data"), "train")}
+    # a session is named by the line it starts on; the first spans lines 2-4
+    assert set(users) == {"S2", "S10"}
+    assert users["S2"]["history"] == long_session[:-1] and users["S2"]["target"] == "B0ITEM0020"
+    assert meta["skipped"] == {"sessions_of_other_locales": 1, "sessions_with_target_missing_from_catalogue": 0,
+                               "sessions_outside_history_bounds": 1, "history_ids_missing_from_catalogue": 1,
+                               "duplicate_catalogue_rows": 0}
+    items = data.load_items(str(tmp_path / "data"))
+    # the UK row of an id listed under two locales; empty fields left out; the description on one line, capped
+    assert items["B0SHARED01"] == ("Title: Keplin Non-Slip Bath Mat; Price: 9.99; Brand: Keplin; Color: Navy; "
+                                   'Material: Rubber; Desc: Soft, quick-drying; "machine …')
+    assert items["123456789X"] == "Title: A Crime Novel; Price: 7.5; Brand: Penguin; Material: Paperback; Author: Agatha Christie"
+
+# ---- Bad input: each error names the file, the line and what was expected ----
+
+
+def error_of(raw, tmp_path, *extra):
+    with pytest.raises((ValueError, FileNotFoundError)) as e:
+        build(raw, tmp_path / "data", *extra)
+    return str(e.value)
+
+
+def test_missing_file(tmp_path):
+    os.makedirs(tmp_path / "raw")
+    msg = error_of(("mind", str(tmp_path / "raw")), tmp_path)
+    assert "news.tsv: no such file" in msg
+
+
+def test_wrong_number_of_fields(tmp_path):
+    news = NEWS[:1] + [["N2", "sports", "Title with a stray\ttab", "", "u", "[]", "[]", "[]"]] + NEWS[2:]
+    msg = error_of(write_mind(tmp_path / "raw", news=news, behaviors=mind_behaviors()), tmp_path)
+    assert "news.tsv:2: expected 8 tab-separated fields, got 9" in msg
+
+
+def test_behaviors_with_too_few_fields(tmp_path):
+    rows = mind_behaviors()
+    rows[3] = rows[3][:4]
+    msg = error_of(write_mind(tmp_path / "raw", behaviors=rows), tmp_path)
+    assert "behaviors.tsv:4: expected 5 tab-separated fields, got 4" in msg
+
+
+def test_undecodable_bytes(tmp_path):
+    raw = write_mind(tmp_path / "raw", behaviors=mind_behaviors())
+    with open(os.path.join(raw[1], "news.tsv"), "rb") as f:
+        lines = f.read().split(b"\n")
+    lines[2] = lines[2].replace(b"Story", b"St\xff\xfery")
+    with open(os.path.join(raw[1], "news.tsv"), "wb") as f:
+        f.write(b"\n".join(lines))
+    msg = error_of(raw, tmp_path)
+    assert "news.tsv:3: bytes that are not UTF-8 at column" in msg
+
+
+def test_unparseable_list_names_its_physical_line(tmp_path):
+    sessions = session([f"B0ITEM{i:04d}" for i in range(12)], "B0ITEM0020") + '"[B0ITEM0001, B0ITEM0002]",B0ITEM0003,UK\n'
+    msg = error_of(write_amazon(tmp_path / "raw", sessions), tmp_path)
+    # the first session spans lines 2-4, so the broken one is on line 5
+    assert "sessions_train.csv:5: expected a list of ids like ['B09W9FND7K' 'B09JSPLN1M']" in msg
+
+
+def test_wrong_csv_header_and_field_count(tmp_path):
+    raw = write_amazon(tmp_path / "raw", "", products=PRODUCTS.replace("id,locale,", "id,", 1))
+    assert "products_train.csv:1: expected the header id,locale,title" in error_of(raw, tmp_path)
+    raw = write_amazon(tmp_path / "raw2", "", products=PRODUCTS + "B0SHORT001,UK,too,few\n")
+    assert "products_train.csv:6: expected 11 comma-separated fields (id,locale,title" in error_of(raw, tmp_path)
+
+
+def test_a_filter_that_leaves_no_users_says_so(tmp_path):
+    raw = write_amazon(tmp_path / "raw", session([f"B0ITEM{i:04d}" for i in range(12)], "B0ITEM0020", locale="DE"))
+    msg = error_of(raw, tmp_path)
+    assert "no user passes the filter (10-25 history items, locale UK)" in msg and "sessions_of_other_locales': 1" in msg
+
+
+def test_command_line_error_is_one_clear_line(tmp_path):
+    proc = subprocess.run([sys.executable, "data.py", "--dataset", "amazon", "--raw", str(tmp_path), "--out", str(tmp_path / "d")],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == f"error: {tmp_path}/products_train.csv: no such file (Amazon-M2 needs products_train.csv and sessions_train.csv in --raw)"
