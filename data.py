@@ -267,7 +267,7 @@ def read_mind(raw, args, sha, skipped):
         if not MIN_HISTORY + 1 <= len(ids) <= MAX_HISTORY + 1:
             skipped["users_outside_history_bounds"] += 1
             continue
-        eligible.append({"user": user, "history": ids[:-1], "target": ids[-1]})
+        eligible.append((user, " ".join(ids[:-1]), ids[-1]))  # one string, not a list: ~10x less memory
     skipped["users_without_history"] = len(empty - seen)
     return catalogue, eligible
 
@@ -302,7 +302,7 @@ def read_amazon(raw, args, sha, skipped):
             skipped["sessions_outside_history_bounds"] += 1
             continue
         # sessions have no user id: the session's line number names it, stable across builds
-        eligible.append({"user": f"S{lineno}", "history": ids, "target": next_item})
+        eligible.append((f"S{lineno}", " ".join(ids), next_item))
     return catalogue, eligible
 
 
@@ -366,7 +366,8 @@ def build(args):
     catalogue_ids = list(catalogue)  # file order, so the draws depend on the seed and the files alone
     splits, start = {}, 0
     for split in SPLITS:
-        users = eligible[start:start + sizes[split]]
+        users = [{"user": user, "history": history.split(), "target": target}
+                 for user, history, target in eligible[start:start + sizes[split]]]
         start += sizes[split]
         for u in users:
             exclude = set(u["history"]) | {u["target"]} if args.negatives == "exclude" else set()
