@@ -1,0 +1,436 @@
+"""Score every user's 21 candidates with the recommender and report Recall@K, MRR@K, NDCG@K (K = 3, 5, 10)
+and AUC, each with a 95% bootstrap interval, next to baselines ranked on exactly the same candidates.
+
+p = softmax(logit_yes, logit_no) at the prompt's last position (paper eq. 2-3), in fp32. The 21 prompts
+of a user share everything before the candidate: that prefix runs once and its key/value cache serves all
+21 candidate suffixes in one batch (--no-prefix-cache scores one whole prompt per candidate instead).
+
+$ python evaluate.py --data data/mind --summaries runs/mind/summaries.jsonl --adapter runs/mind/rec/epoch_1 --split test --out runs/mind/eval
+$ python evaluate.py --data data/mind --summaries S --split test --out runs/mind/zero-shot            # no adapter: the base model
+$ python evaluate.py --data data/mind --summaries S --adapter runs/mind/rec --out runs/mind/eval     # every epoch_N on val, the best on test
+$ python evaluate.py --data data/mind --split test --out runs/mind/baselines --baselines-only        # random, popularity, text similarity
+$ torchrun --standalone --nproc_per_node 8 evaluate.py ...the same flags...
+
+Ties never favour the positive: a metric is its expected value when tied candidates are put in a uniformly
+random order (with all 21 scores equal, Recall@3 = 3/21). Writes to --out: scores.jsonl (one line per user:
+user, candidates, p — the first candidate is the true next item), results.json (metrics with intervals,
+config, model, adapter, data hash) and results.md (a table in the style of the paper's Table 2). An
+interrupted evaluation resumes: users already scored are not scored again.
+"""
+import argparse
+import glob
+import hashlib
+import json
+import math
+import os
+import re
+import time
+from collections import Counter
+
+import numpy as np
+
+import data
+import prompts
+
+parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+parser.add_argument("--data", required=True, help="folder written by data.py")
+parser.add_argument("--summaries", help="summaries file written by summarize.py (not needed for --tallrec, --no-summary or baselines)")
+parser.add_argument("--adapter", nargs="*", default=[], help="LoRA adapter folder(s) written by train.py; a train.py --out folder "
+                    "means all its epoch_N adapters; several adapters: the best on val (Recall@3+@5+@10) is reported on --split")
+parser.add_argument("--split", default="test", choices=["val", "test"])
+parser.add_argument("--out", required=True, help="folder for scores.jsonl, results.json, results.md")
+parser.add_argument("--model", default=None, help="base model (default: the adapter's training model, else the bundled SmolLM2)")
+parser.add_argument("--name", default=None, help="the method's name in the table (default: from the adapter's training config)")
+parser.add_argument("--limit", type=int, default=0, help="score only the first N users of the split (0: all)")
+parser.add_argument("--no-prefix-cache", action="store_true", help="score one whole prompt per candidate, no shared prefix")
+parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"], help="auto: bf16 on GPU, fp32 on CPU")
+parser.add_argument("--quantize", default="none", choices=["none", "8bit", "4bit"])
+# prompt settings for the base model; an adapter brings those it was trained with
+parser.add_argument("--recent", type=int, default=3, help="most recent history items in the prompt (paper: 3)")
+parser.add_argument("--no-summary", action="store_true", help="leave the preference summary out")
+parser.add_argument("--tallrec", action="store_true", help="no summary, the whole raw history (TALLRec)")
+parser.add_argument("--max-len", type=int, default=2048, help="token budget of a prompt with its answer")
+# baselines and statistics
+parser.add_argument("--baselines", action="store_true", help="also rank with random, popularity and text similarity")
+parser.add_argument("--baselines-only", action="store_true", help="only the baselines: no model is loaded")
+parser.add_argument("--include", nargs="*", default=[], help="other evaluate.py --out folders (same data and split) to put in the table")
+parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples over users for the intervals")
+parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+
+KS = (3, 5, 10)
+
+# ---- Metrics (numpy) ----
+# scores: [users, candidates], the true next item in column 0. Tie rule: the positive's rank is uniform
+# over the places it shares with the candidates scored exactly like it, and each metric is its expectation
+# under that rule. So ties never favour the positive (the authors' argsort put it first: all-equal scores
+# gave Recall@3 = MRR = 1), and a constant scorer gets exactly what a random ranking gets on average.
+
+
+def rank_bounds(scores):
+    """(above, tied): per user, how many negatives score higher than the positive, and how many the same."""
+    scores = np.asarray(scores, dtype=np.float64)
+    pos, neg = scores[:, :1], scores[:, 1:]
+    return (neg > pos).sum(1), (neg == pos).sum(1)
+
+
+def per_user_metrics(scores):
+    """{metric name: array of one value per user} for Recall@K, MRR@K, NDCG@K and AUC."""
+    above, tied = rank_bounds(scores)
+    n_neg = np.asarray(scores).shape[1] - 1
+    ranks = np.arange(1, n_neg + 2)[None, :]  # every rank 1..n the positive could take
+    possible = (ranks > above[:, None]) & (ranks <= (above + tied + 1)[:, None])  # its equally likely ranks
+    weight = possible / (tied + 1)[:, None]
+    out = {}
+    for k in KS:
+        within = ranks <= k
+        out[f"Recall@{k}"] = (weight * within).sum(1)
+        out[f"MRR@{k}"] = (weight * within / ranks).sum(1)
+        out[f"NDCG@{k}"] = (weight * within / np.log2(ranks + 1)).sum(1)  # one relevant item: IDCG = 1
+    out["AUC"] = (n_neg - above - 0.5 * tied) / n_neg
+    return out
+
+
+def bootstrap(values, n_resamples, seed):
+    """(mean, low, high): the mean over users and its 95% percentile interval over user resamples."""
+    values = np.asarray(values, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), size=(n_resamples, len(values)))].mean(1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(values.mean()), float(low), float(high)
+
+
+def summarize_metrics(scores, n_resamples, seed):
+    """{metric: [mean, low, high]} for one method's [users, candidates] scores."""
+    return {name: list(bootstrap(v, n_resamples, seed)) for name, v in per_user_metrics(scores).items()}
+
+
+def paired(scores_a, scores_b, n_resamples, seed):
+    """{metric: [mean of a - b, low, high]}: the same users resampled for both methods, so the interval is
+    that of the difference, much narrower than comparing two separate intervals."""
+    a, b = per_user_metrics(scores_a), per_user_metrics(scores_b)
+    return {name: list(bootstrap(a[name] - b[name], n_resamples, seed)) for name in a}
+
+# ---- Baselines: cheap rankers on exactly the same candidates ----
+
+
+def random_scores(users):
+    """All candidates equal: under the tie rule this is exactly a random ranking's expected metrics."""
+    return np.zeros((len(users), 1 + len(users[0]["negatives"])))
+
+
+def popularity_scores(users, train_users):
+    """How often each candidate occurs in the training users' histories."""
+    counts = Counter(i for u in train_users for i in u["history"])
+    return np.array([[counts[c] for c in [u["target"]] + u["negatives"]] for u in users], dtype=np.float64)
+
+
+def words(text):
+    return re.findall(r"\w+", text.lower())
+
+
+def tfidf_scores(users, items):
+    """Cosine between the candidate's TF-IDF vector and the sum of the history items' (unit) vectors.
+    Document frequencies are counted over every item of items.jsonl."""
+    df = Counter(w for text in items.values() for w in set(words(text)))
+    n_docs = len(items)
+
+    def vector(item):
+        tf = Counter(words(items[item]))
+        v = {w: c * math.log((1 + n_docs) / (1 + df[w])) for w, c in tf.items()}
+        norm = math.sqrt(sum(x * x for x in v.values())) or 1.0
+        return {w: x / norm for w, x in v.items()}
+
+    rows = []
+    for u in users:
+        profile = Counter()
+        for item in u["history"]:
+            profile.update(vector(item))
+        norm = math.sqrt(sum(x * x for x in profile.values())) or 1.0
+        rows.append([sum(x * profile.get(w, 0.0) for w, x in vector(c).items()) / norm for c in [u["target"]] + u["negatives"]])
+    return np.array(rows)
+
+
+BASELINES = {"random": lambda users, train, items: random_scores(users),
+             "popularity": lambda users, train, items: popularity_scores(users, train),
+             "text similarity (TF-IDF)": lambda users, train, items: tfidf_scores(users, items)}
+
+# ---- Files ----
+
+
+def data_hash(data_dir, split):
+    """sha256 over the split's users and the item texts: results are comparable when this matches."""
+    h = hashlib.sha256()
+    for name in (f"{split}.jsonl", "items.jsonl"):
+        with open(os.path.join(data_dir, name), "rb") as f:
+            h.update(f.read())
+    return h.hexdigest()
+
+
+def read_scores(paths):
+    """{user: {"candidates", "p"}} from scores files; a line cut short by a killed run is skipped (the user is
+    scored again)."""
+    done = {}
+    for path in paths:
+        if not os.path.exists(path):
+            continue
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    record = json.loads(line)
+                    done[record["user"]] = record
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    pass
+    return done
+
+
+def scores_matrix(records, users):
+    """[users, 21] scores in the users' order, checking each record ranks exactly the saved candidates."""
+    rows = []
+    for u in users:
+        r = records[u["user"]]
+        if r["candidates"] != [u["target"]] + u["negatives"]:
+            raise ValueError(f"user {u['user']!r}: the scored candidates differ from the data's; was the data rebuilt?")
+        rows.append(r["p"])
+    return np.array(rows, dtype=np.float64)
+
+
+def fmt(m):
+    return f"{m[0]:.4f} [{m[1]:.3f}, {m[2]:.3f}]"
+
+
+def results_table(methods, reference="random"):
+    """Markdown: one row per method (metric, 95% interval), then each method's paired difference from the
+    reference method on the same users."""
+    cols = [f"Recall@{k}" for k in KS] + [f"MRR@{k}" for k in KS] + ["NDCG@10", "AUC"]
+    lines = ["| method | users | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
+    for name, r in methods.items():
+        lines.append(f"| {name} | {r['users']} | " + " | ".join(fmt(r["metrics"][c]) for c in cols) + " |")
+    if reference in methods and len(methods) > 1:
+        lines += ["", f"Paired difference from {reference} (same users, bootstrap 95% interval; an interval "
+                  "that excludes 0 is a difference beyond the noise):", "",
+                  "| method | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+        for name, r in methods.items():
+            if name != reference and reference in r.get("paired", {}):
+                d = r["paired"][reference]
+                lines.append(f"| {name} − {reference} | " + " | ".join(
+                    f"{d[c][0]:+.4f} [{d[c][1]:+.3f}, {d[c][2]:+.3f}]" for c in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+# ---- Scoring with the LLM ----
+
+
+def adapters_of(paths):
+    """Adapter folders: a train.py --out folder stands for all its epoch_N adapters, in epoch order."""
+    found = []
+    for path in paths:
+        if os.path.isfile(os.path.join(path, "adapter_config.json")):
+            found.append(path)
+        else:
+            epochs = sorted(glob.glob(os.path.join(path, "epoch_*")), key=lambda p: int(p.rsplit("_", 1)[1]))
+            if not epochs:
+                raise FileNotFoundError(f"{path}: neither an adapter (adapter_config.json) nor a train.py folder with epoch_N adapters")
+            found += epochs
+    return found
+
+
+def training_config(adapter):
+    """train.py's config.json in the folder above an adapter (OUT/epoch_N): the prompt settings it was trained with."""
+    path = os.path.join(os.path.dirname(os.path.abspath(adapter)), "config.json")
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def claim_folder(out_dir, run):
+    """Scores already in out_dir are reused only when they come from the same model, adapter, prompt settings
+    and data; anything else stops with a message instead of mixing two methods' scores."""
+    path = os.path.join(out_dir, "scoring.json")
+    if os.path.isfile(path):
+        with open(path) as f:
+            previous = json.load(f)
+        if previous != json.loads(json.dumps(run)):
+            raise SystemExit(f"{out_dir} holds scores of another run ({previous}); pass another --out or remove it")
+    elif int(os.environ.get("RANK", 0)) == 0:
+        with open(path, "w") as f:
+            json.dump(run, f, indent=1)
+
+
+def score_users(model, tokenizer, users, items, summaries, domain, settings, yes_no, out_path, rank, world, prefix_cache, progress_desc):
+    """Score this rank's users (stride `world`) that no scores file holds yet; append each to out_path."""
+    import torch
+    from tqdm import tqdm
+    import trsr
+
+    done = read_scores(glob.glob(os.path.join(os.path.dirname(out_path), "scores*.jsonl")))
+    todo = [u for u in users[rank::world] if u["user"] not in done]
+    n_cand = 1 + len(users[0]["negatives"])
+    bar = tqdm(total=len(todo) * n_cand, unit="cand", desc=progress_desc, disable=rank != 0, dynamic_ncols=True)
+    shortened = 0
+    fd = trsr.open_append(out_path)
+    try:
+        for u in todo:
+            summary, history = trsr.recommender_inputs(u, items, summaries, recent=settings["recent"],
+                                                       use_summary=not (settings["no_summary"] or settings["tallrec"]),
+                                                       whole_history=settings["tallrec"])
+            candidates = [u["target"]] + u["negatives"]
+            texts = [trsr.item_text(items, c, u["user"]) for c in candidates]
+            prefix, suffixes, cut = trsr.fit_recommender_prompt(tokenizer, domain, summary, history, texts, settings["max_len"])
+            shortened += cut
+            p = trsr.score_candidates(model, tokenizer, prefix, suffixes, yes_no, prefix_cache=prefix_cache)
+            trsr.append(fd, {"user": u["user"], "candidates": candidates, "p": p})
+            bar.update(n_cand)
+    finally:
+        os.close(fd)
+    bar.close()
+    return len(todo), shortened
+
+
+def print0(*a, **k):
+    if int(os.environ.get("RANK", 0)) == 0:
+        print(*a, **k, flush=True)
+
+
+def main(args):
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    os.makedirs(args.out, exist_ok=True)
+    config = vars(args)
+    print0("config:", json.dumps(config))
+    meta = data.load_meta(args.data)
+    domain = prompts.DOMAINS[meta["dataset"]]
+    items = data.load_items(args.data)
+    users = data.load_split(args.data, args.split)
+    if args.limit:
+        users = users[:args.limit]
+    if not users:
+        raise SystemExit(f"{args.data}/{args.split}.jsonl has no users")
+    methods = {}
+
+    if args.baselines or args.baselines_only:
+        train_users = data.load_split(args.data, "train")
+        for name, rank_fn in BASELINES.items():
+            methods[name] = {"scores": rank_fn(users, train_users, items)}
+
+    chosen = None
+    if not args.baselines_only:
+        chosen = run_model(args, users, items, domain, rank, world)
+        if chosen is None:  # not rank 0
+            return
+        methods[chosen["name"]] = {"scores": chosen["scores"]}
+    if rank != 0:
+        return
+
+    for other in args.include:
+        with open(os.path.join(other, "results.json")) as f:
+            r = json.load(f)
+        if r["data_hash"] != data_hash(args.data, args.split) or r["users"] != len(users):
+            raise ValueError(f"{other}: evaluated on other data or users than {args.data} {args.split} (--limit {args.limit})")
+        methods[r["name"]] = {"scores": scores_matrix(read_scores([os.path.join(other, "scores.jsonl")]), users)}
+
+    results = {}
+    for name, m in methods.items():
+        results[name] = {"users": len(users), "metrics": summarize_metrics(m["scores"], args.bootstrap, args.seed),
+                         "paired": {ref: paired(m["scores"], methods[ref]["scores"], args.bootstrap, args.seed)
+                                    for ref in methods if ref != name}}
+    table = results_table(results)
+    print0(table)
+    summary = {"name": chosen["name"] if chosen else "baselines", "split": args.split, "users": len(users),
+               "data": args.data, "data_hash": data_hash(args.data, args.split), "config": config,
+               "tie_rule": "expected value over a uniformly random order of tied candidates",
+               "methods": results, **({k: chosen[k] for k in ("model", "adapter", "selection", "prompt", "seconds",
+                                                               "candidates_per_second", "shortened")} if chosen else {})}
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    with open(os.path.join(args.out, "results.md"), "w") as f:
+        f.write(f"{args.split}, {len(users)} users, 1 positive + {len(users[0]['negatives'])} negatives each; "
+                f"mean and 95% bootstrap interval over users ({args.bootstrap} resamples, seed {args.seed})\n\n" + table)
+    print0(f"wrote {args.out}/results.json, results.md, scores.jsonl")
+
+
+def run_model(args, users, items, domain, rank, world):
+    """Score with the base model or each adapter; with several adapters pick the best on val first.
+    Returns the chosen method's scores on rank 0 (None on other ranks)."""
+    import torch
+    import torch.distributed as dist
+    import trsr
+
+    adapters = adapters_of(args.adapter) if args.adapter else [None]
+    train_cfg = training_config(adapters[0]) if adapters[0] else {}
+    settings = {k: train_cfg.get(k, getattr(args, k)) for k in ("recent", "no_summary", "tallrec", "max_len")}
+    model_name = args.model or train_cfg.get("model") or trsr.DEFAULT_MODEL
+    summaries = {}
+    if not (settings["no_summary"] or settings["tallrec"]):
+        if not args.summaries:
+            raise SystemExit("--summaries is needed: the prompt has a preference summary (or pass --tallrec / --no-summary)")
+        summaries = data.load_summaries(args.summaries)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    tokenizer = trsr.load_tokenizer(model_name)
+    base = trsr.load_model(model_name, dtype=args.dtype, quantize=args.quantize)
+    base.eval()
+    yes_no = trsr.answer_token_ids(tokenizer)
+    name = args.name or (("TALLRec mode" if settings["tallrec"] else "LLM-TRSR") if adapters[0] else "zero-shot base model")
+
+    def score(adapter, split, users, out_dir):
+        nonlocal base
+        model = base
+        if adapter:
+            from peft import PeftModel
+            model = PeftModel.from_pretrained(base, adapter)
+            model.eval()
+        os.makedirs(out_dir, exist_ok=True)
+        claim_folder(out_dir, {"model": model_name, "adapter": os.path.abspath(adapter) if adapter else None,
+                               "prompt": settings, "data_hash": data_hash(args.data, split)})
+        t0 = time.time()
+        n, shortened = score_users(model, tokenizer, users, items, summaries, domain, settings, yes_no,
+                                   os.path.join(out_dir, f"scores.rank{rank}.jsonl"), rank, world,
+                                   not args.no_prefix_cache, f"{split} {os.path.basename(adapter or 'base')}")
+        seconds = time.time() - t0
+        if adapter:
+            base = model.unload()  # the LoRA layers out again, so the next adapter starts from the base
+        if world > 1:
+            dist.barrier()
+        if rank != 0:
+            return None
+        parts = sorted(glob.glob(os.path.join(out_dir, "scores.rank*.jsonl")))
+        records = read_scores([os.path.join(out_dir, "scores.jsonl")] + parts)
+        matrix = scores_matrix(records, users)
+        with open(os.path.join(out_dir, "scores.jsonl.tmp"), "w", encoding="utf-8") as f:  # merged, in the split's order
+            f.writelines(json.dumps(records[u["user"]]) + "\n" for u in users)
+        os.replace(os.path.join(out_dir, "scores.jsonl.tmp"), os.path.join(out_dir, "scores.jsonl"))
+        for p in parts:
+            os.remove(p)
+        n_cand = n * matrix.shape[1]
+        print0(f"{split} {adapter or 'base model'}: scored {n} users ({n_cand} candidates) in {seconds:.1f} s, "
+               f"{n_cand / max(seconds, 1e-9):.1f} candidates/s on rank 0; {len(users) - n} were already scored; "
+               f"{shortened} prompts shortened to fit {settings['max_len']} tokens")
+        return {"scores": matrix, "seconds": seconds, "candidates_per_second": n_cand / max(seconds, 1e-9), "shortened": shortened}
+
+    selection = {}
+    chosen = adapters[0]
+    if len(adapters) > 1:  # the authors' rule: the epoch with the best validation Recall@3 + @5 + @10
+        val_users = data.load_split(args.data, "val")[:args.limit or None]
+        best = -1.0
+        for adapter in adapters:
+            r = score(adapter, "val", val_users, os.path.join(args.out, "val", os.path.basename(adapter)))
+            if world > 1:
+                objs = [r]
+                dist.broadcast_object_list(objs, src=0)
+                r = objs[0]
+            recall = {m: float(v.mean()) for m, v in per_user_metrics(r["scores"]).items() if m.startswith("Recall")}
+            selection[adapter] = recall
+            total = sum(recall.values())
+            print0(f"val {adapter}: Recall@3+@5+@10 = {total:.4f}")
+            if total > best:
+                best, chosen = total, adapter
+        print0(f"chosen on val: {chosen}")
+    r = score(chosen, args.split, users, args.out)
+    if r is None:
+        return None
+    return {"name": name, "scores": r["scores"], "model": model_name, "adapter": chosen, "selection": selection,
+            "prompt": settings, "seconds": r["seconds"], "candidates_per_second": r["candidates_per_second"],
+            "shortened": r["shortened"]}
+
+
+if __name__ == "__main__":
+    main(parser.parse_args())
