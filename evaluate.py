@@ -150,9 +150,9 @@ def tfidf_scores(users, items):
     return np.array(rows)
 
 
-BASELINES = {"random": lambda users, train, items: random_scores(users),
+BASELINES = {"text similarity (TF-IDF)": lambda users, train, items: tfidf_scores(users, items),
              "popularity": lambda users, train, items: popularity_scores(users, train),
-             "text similarity (TF-IDF)": lambda users, train, items: tfidf_scores(users, items)}
+             "random": lambda users, train, items: random_scores(users)}
 
 # ---- Files ----
 
@@ -304,13 +304,7 @@ def main(args):
         users = users[:args.limit]
     if not users:
         raise SystemExit(f"{args.data}/{args.split}.jsonl has no users")
-    methods = {}
-
-    if args.baselines or args.baselines_only:
-        train_users = data.load_split(args.data, "train")
-        for name, rank_fn in BASELINES.items():
-            methods[name] = {"scores": rank_fn(users, train_users, items)}
-
+    methods = {}  # table rows in order: the model, the included runs, then the baselines
     chosen = None
     if not args.baselines_only:
         chosen = run_model(args, users, items, domain, rank, world)
@@ -326,6 +320,10 @@ def main(args):
         if r["data_hash"] != data_hash(args.data, args.split) or r["users"] != len(users):
             raise ValueError(f"{other}: evaluated on other data or users than {args.data} {args.split} (--limit {args.limit})")
         methods[r["name"]] = {"scores": scores_matrix(read_scores([os.path.join(other, "scores.jsonl")]), users)}
+    if args.baselines or args.baselines_only:
+        train_users = data.load_split(args.data, "train")
+        for name, rank_fn in BASELINES.items():
+            methods[name] = {"scores": rank_fn(users, train_users, items)}
 
     results = {}
     for name, m in methods.items():
