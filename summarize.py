@@ -44,7 +44,7 @@ parser.add_argument("--splits", default="train,val,test", help="comma-separated 
 parser.add_argument("--limit", type=int, default=0, help="only the first N users of each split (0: all)")
 parser.add_argument("--model", default=trsr.DEFAULT_MODEL, help="hub id, local folder or .gguf file; default: bundled SmolLM2-135M-Instruct")
 parser.add_argument("--format", choices=prompts.SUM_FORMATS, default=None,
-                    help="prompt frame: the tokenizer's chat template or the paper's '### User:' text "
+                    help="prompt frame: the tokenizer's chat template, or the paper's '### User:' text "
                          "(default: chat when the tokenizer has a template, else paper)")
 parser.add_argument("--fan-in", type=int, default=0, help="hierarchical: merge this many summaries at a time (0: all at once, as the paper)")
 parser.add_argument("--batch-size", type=int, default=16, help="prompts per forward pass, and users in lockstep")
@@ -242,6 +242,11 @@ def main(args):
     tokenizer.padding_side = "left"
     model = trsr.load_model(args.model, dtype=args.dtype, quantize=args.quantize, device=device)
     model.eval().requires_grad_(False)
+    # The chat template is the default wherever there is one. With SmolLM2-135M-Instruct it was clearly the
+    # better frame: on 8 generated users (4 MIND, 4 Amazon) its block summaries reused 13 words of the
+    # items on average against 5 in the paper's frame, and its updates 15 against 1; in the paper's frame
+    # the model mostly wrote about the task ("I will use the following techniques ...") or a list of
+    # "1. User:" lines. A model tuned on the paper's frame (the paper's Llama-30b-instruct) wants --format paper.
     fmt = args.format or ("chat" if tokenizer.chat_template else "paper")
     # the chat template writes its own special tokens; the paper's frame is plain text after the usual BOS
     add_special_tokens = fmt == "paper"

@@ -401,3 +401,30 @@ def test_default_model_is_found_and_its_conversion_reused(tmp_path, monkeypatch)
     assert trsr.resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
     with pytest.raises(FileNotFoundError, match="missing.gguf"):
         trsr.resolve_model(str(tmp_path / "missing.gguf"))
+
+
+def test_a_new_paradigm_is_one_function_and_one_table_line(tmp_path, tiny, monkeypatch):
+    def flat(blocks, domain, args):  # the README's example
+        (summary,) = yield [prompts.render_block(domain, [item for block in blocks for item in block])]
+        return summary
+
+    monkeypatch.setitem(summarize.PARADIGMS, "flat", flat)
+    data_dir = write_data(tmp_path / "data", histories([12, 7]))
+    out = str(tmp_path / "run" / "flat.jsonl")
+    stats = summarize.main(summarize_args(data_dir, out, tiny, "--paradigm", "flat"))
+    records = data.read_jsonl(out)
+    assert stats["generated"] == 2 and [len(r["steps"]) for r in records] == [1, 1]
+    assert all(r["paradigm"] == "flat" for r in records)
+
+
+def test_quantized_summarizer_runs_and_keys_its_own_cache(tmp_path, tiny):
+    # the paper's summarizer ran in 8 bits; bitsandbytes loads it on CPU too (slower there, smaller)
+    data_dir = write_data(tmp_path / "data", histories([10]))
+    out = str(tmp_path / "run" / "s.jsonl")
+    assert summarize.main(summarize_args(data_dir, out, tiny, "--paradigm", "recurrent"))["generated"] == 2
+    stats = summarize.main(summarize_args(data_dir, out, tiny, "--paradigm", "recurrent", "--quantize", "8bit"))
+    assert stats["generated"] == 2  # another model numerically: nothing reused from the fp32 run
+    meta = json.load(open(str(tmp_path / "run" / "s.meta.json")))
+    assert meta["settings"]["quantize"] == "8bit"
+    model = trsr.load_model(tiny, quantize="4bit", device="cpu")
+    assert type(model.model.layers[0].self_attn.q_proj).__name__ == "Linear4bit"
