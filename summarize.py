@@ -25,6 +25,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import time
 
 import torch
@@ -185,12 +186,18 @@ def generate(model, tokenizer, texts, gen_config, add_special_tokens):
     return outputs, counts
 
 
-def clean(output, markers):
+def clean(output, markers, ran_out=False):
     """The summary in a raw output: cut where the model starts a new turn ('### User:', a special token
-    such as <|im_start|>), strip, and if nothing is left use prompts.EMPTY_SUMMARY."""
+    such as <|im_start|>) and strip. An output that ran out of new tokens is cut back to its last full
+    sentence, if it has one, so a later prompt never quotes half a word. If nothing is left, the summary
+    is prompts.EMPTY_SUMMARY."""
     for marker in markers:
         output = output.split(marker, 1)[0]
-    return output.strip() or prompts.EMPTY_SUMMARY
+    output = output.strip()
+    ends = list(re.finditer(r"[.!?](?=\s|$)", output))
+    if ran_out and ends:
+        output = output[:ends[-1].end()]
+    return output or prompts.EMPTY_SUMMARY
 
 
 def print0(*a, **k):
@@ -284,7 +291,7 @@ def main(args):
             stats["tokens"] += sum(counts)
             pbar.set_postfix_str(f"{stats['tokens'] / max(stats['gen_seconds'], 1e-9):.1f} tok/s, {stats['generated']} generated")
         stats["requests"] += len(texts)
-        summaries = [clean(cache[k]["output"], markers) for k in keys]
+        summaries = [clean(cache[k]["output"], markers, ran_out=cache[k]["tokens"] >= args.max_new_tokens) for k in keys]
         stats["empty"] += sum(s == prompts.EMPTY_SUMMARY for s in summaries)
         return summaries
 

@@ -123,6 +123,11 @@ def test_clean_cuts_a_new_turn_and_names_empty_outputs():
     assert summarize.clean("Likes sports.<|im_end|>\n<|im_start|>user\nmore", markers) == "Likes sports."
     assert summarize.clean(" \n### Assistant:\nx", markers) == prompts.EMPTY_SUMMARY
     assert summarize.clean("", markers) == prompts.EMPTY_SUMMARY
+    # out of tokens: back to the last full sentence, if there is one
+    assert summarize.clean("Likes sports. Reads about U.S. politics. Also enjoys rec", markers, ran_out=True) == \
+        "Likes sports. Reads about U.S. politics."
+    assert summarize.clean("Sports: Sports: Sports", markers, ran_out=True) == "Sports: Sports: Sports"
+    assert summarize.clean("Likes sports. Also enjoys rec", markers) == "Likes sports. Also enjoys rec"
 
 
 # ---- paradigms: shape of the work, against a fake LLM ----
