@@ -194,7 +194,7 @@ def clean(output, markers, ran_out=False):
     for marker in markers:
         output = output.split(marker, 1)[0]
     output = output.strip()
-    ends = list(re.finditer(r"[.!?](?=\s|$)", output))
+    ends = list(re.finditer(r"(?<!\d)[.!?](?=\s|$)", output))  # "2. " numbers a list item, it ends nothing
     if ran_out and ends:
         output = output[:ends[-1].end()]
     return output or prompts.EMPTY_SUMMARY

@@ -127,6 +127,7 @@ def test_clean_cuts_a_new_turn_and_names_empty_outputs():
     assert summarize.clean("Likes sports. Reads about U.S. politics. Also enjoys rec", markers, ran_out=True) == \
         "Likes sports. Reads about U.S. politics."
     assert summarize.clean("Sports: Sports: Sports", markers, ran_out=True) == "Sports: Sports: Sports"
+    assert summarize.clean("Reads: 1. Sports; 2. Health; 3", markers, ran_out=True) == "Reads: 1. Sports; 2. Health; 3"
     assert summarize.clean("Likes sports. Also enjoys rec", markers) == "Likes sports. Also enjoys rec"
 
 
