@@ -97,6 +97,7 @@ master = rank == 0
 def print0(*a):
     if master:
         tqdm.write(" ".join(str(x) for x in a))  # tqdm.write keeps the progress bar below the log lines
+        sys.stdout.flush()
 
 
 # global batch = batch-size x grad-accum samples, whatever the number of processes (as nanoGPT does)
@@ -118,7 +119,8 @@ if args.resume:
         raise SystemExit(f"--resume: no checkpoint in {ckpt_dir}")
     state = torch.load(os.path.join(ckpt_dir, "state.pt"), weights_only=True)
     # flags that change what is computed must match the interrupted run
-    differ = [k for k in config if k not in ("resume", "stop_after", "save_every") and config[k] != state["config"].get(k)]
+    differ = [k for k in config if k not in ("resume", "stop_after", "save_every", "out")
+              and config[k] != state["config"].get(k)]
     if differ:
         raise SystemExit("--resume: these flags differ from the checkpoint's run: "
                          + ", ".join(f"--{k.replace('_', '-')} {config[k]} (was {state['config'].get(k)})" for k in differ))

@@ -264,6 +264,8 @@ def test_resume_equals_uninterrupted(setup, full_run):
     assert len(losses(out)) == 6
     refused = run_train(out, data_dir, summaries, model, "--epochs", "2", "--save-every", "3", check=False)
     assert refused.returncode != 0 and "pass --resume" in refused.stderr  # never overwrites a run silently
+    changed = run_train(out, data_dir, summaries, model, "--epochs", "2", "--lr", "1e-3", "--resume", check=False)
+    assert changed.returncode != 0 and "--lr 0.001 (was 0.01)" in changed.stderr
     run_train(out, data_dir, summaries, model, "--epochs", "2", "--save-every", "3", "--resume")
     assert losses(out) == pytest.approx(losses(full_run[0]), rel=1e-6)
     a, b = adapter(out / "epoch_2"), adapter(full_run[0] / "epoch_2")
