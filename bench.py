@@ -111,7 +111,81 @@ def bench_summarize(args):
 # ---- Training ----
 
 
-# ---- Training ----
+def bench_train(args):
+    """train.py's loop against a bare forward+backward of the same model on the same prompts (what the loop
+    costs on top: batching, loss, accumulation, optimizer, logging, checkpoint), and the paper's efficiency
+    claim: prompt length and step time of summary prompts against TALLRec-mode prompts (whole raw history)."""
+    import torch
+    import data
+    from peft import LoraConfig, get_peft_model
+    import prompts
+    import trsr
+    users = max(8, args.users)
+    data_dir, summaries_path = sample_data(users)
+    out = tempfile.mkdtemp(prefix="trsr-bench-train-")
+    # two epochs of 4 steps, 4 samples each; the second epoch (warm, with its checkpoint) is what is timed
+    cmd = [sys.executable, "train.py", "--data", data_dir, "--summaries", summaries_path, "--out", out,
+           "--model", args.model, "--epochs", "2", "--grad-accum", str(users // 2), "--limit", str(users)]
+    subprocess.run(cmd, check=True, cwd=os.path.dirname(os.path.abspath(__file__)), stdout=subprocess.DEVNULL)
+    log = data.read_jsonl(os.path.join(out, "log.jsonl"))
+    first, second = [r for r in log if r["epoch"] == 1], [r for r in log if r["epoch"] == 2]
+    loop_tokens = sum(r["tokens"] for r in second)
+    loop_seconds = second[-1]["elapsed"] - first[-1]["elapsed"]
+
+    tokenizer = trsr.load_tokenizer(args.model)
+    yes_id, no_id = trsr.answer_token_ids(tokenizer)
+    items, summaries = data.load_items(data_dir), data.load_summaries(summaries_path)
+    domain = prompts.DOMAINS[data.load_meta(data_dir)["dataset"]]
+
+    def samples(tallrec):
+        """The token ids train.py builds for the training users, in summary mode or TALLRec mode."""
+        out = []
+        for u in data.load_split(data_dir, "train")[:users]:
+            summary, history = trsr.recommender_inputs(u, items, summaries, 3, not tallrec, tallrec)
+            for candidate, answer in ((u["target"], yes_id), (u["negatives"][0], no_id)):
+                prefix, (suffix,), _ = trsr.fit_recommender_prompt(tokenizer, domain, summary, history, [items[candidate]])
+                out.append(tokenizer(prefix + suffix)["input_ids"] + [answer])
+        return out
+
+    torch.manual_seed(0)
+    model = trsr.load_model(args.model, dtype="float32" if not torch.cuda.is_available() else "auto")
+    model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, task_type="CAUSAL_LM",
+                                             target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
+    model.train()
+
+    def fwd_bwd(sample):
+        """Seconds of a bare forward+backward of one sample, with the model's own loss."""
+        ids = torch.tensor(sample)[None].to(model.device)
+        t0 = time.time()
+        model(input_ids=ids, labels=ids).loss.backward()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        model.zero_grad(set_to_none=True)
+        return time.time() - t0
+
+    summary_samples, tallrec_samples = samples(False), samples(True)
+    fwd_bwd(summary_samples[0])  # warm-up
+    # the two kinds of prompt alternate, so that a busy moment on a shared machine hits both alike
+    bare_seconds = tallrec_seconds = 0.0
+    for s, t in zip(summary_samples, tallrec_samples):
+        bare_seconds += fwd_bwd(s)
+        tallrec_seconds += fwd_bwd(t)
+    bare_tokens = sum(map(len, summary_samples))
+    loop_rate, bare_rate = loop_tokens / loop_seconds, bare_tokens / bare_seconds
+    overhead = bare_rate / loop_rate - 1
+    len_s, len_t = bare_tokens / len(summary_samples), sum(map(len, tallrec_samples)) / len(tallrec_samples)
+    step_s, step_t = bare_seconds / len(summary_samples), tallrec_seconds / len(tallrec_samples)
+    return {"loop_tokens_per_second": round(loop_rate, 1), "bare_tokens_per_second": round(bare_rate, 1),
+            "loop_overhead": round(overhead, 3), "samples": len(summary_samples),
+            "summary_prompt_tokens": round(len_s, 1), "tallrec_prompt_tokens": round(len_t, 1),
+            "summary_seconds_per_sample": round(step_s, 3), "tallrec_seconds_per_sample": round(step_t, 3),
+            "tallrec_over_summary_tokens": round(len_t / len_s, 2), "tallrec_over_summary_time": round(step_t / step_s, 2),
+            "rows": [["train: train.py loop vs bare forward+backward", f"{overhead:+.1%} time",
+                      f"{loop_rate:.0f} vs {bare_rate:.0f} tokens/s (micro batch 1, fp32 on CPU; the loop's figure "
+                      f"includes optimizer, logging and one checkpoint per epoch)"],
+                     ["train: TALLRec-mode vs summary prompts", f"{len_t / len_s:.2f}x tokens, {step_t / step_s:.2f}x time",
+                      f"{len_t:.0f} vs {len_s:.0f} tokens per prompt, {step_t:.2f} vs {step_s:.2f} s per forward+backward; "
+                      f"{users} users with 10-25 generated MIND items"]]}
 
 # ---- Scoring ----
 
@@ -151,7 +225,7 @@ def bench_scoring(args):
                       f"candidates/s; max abs Δp {diff:.1e}; ~{n_prefix:.0f}-token prefix, ~{n_suffix:.0f}-token candidates"]]}
 
 
-SECTIONS = {"data": bench_data, "summarize": bench_summarize, "scoring": bench_scoring}
+SECTIONS = {"data": bench_data, "summarize": bench_summarize, "train": bench_train, "scoring": bench_scoring}
 GPU_SECTIONS = set()  # run only when asked with --only (they need a GPU)
 
 
