@@ -434,3 +434,13 @@ def test_quantized_summarizer_runs_and_keys_its_own_cache(tmp_path, tiny):
     assert meta["settings"]["quantize"] == "8bit"
     model = trsr.load_model(tiny, quantize="4bit", device="cpu")
     assert type(model.model.layers[0].self_attn.q_proj).__name__ == "Linear4bit"
+
+
+def test_paper_frame_runs_and_keys_its_own_cache(tmp_path, tiny):
+    data_dir = write_data(tmp_path / "data", histories([10]))
+    out = str(tmp_path / "run" / "s.jsonl")
+    assert summarize.main(summarize_args(data_dir, out, tiny, "--paradigm", "recurrent"))["generated"] == 2
+    stats = summarize.main(summarize_args(data_dir, out, tiny, "--paradigm", "recurrent", "--format", "paper"))
+    assert stats["generated"] == 2  # other prompt texts: nothing reused from the chat-frame run
+    assert json.load(open(str(tmp_path / "run" / "s.meta.json")))["format"] == "paper"
+    assert all("###" not in s for s in data.read_jsonl(out)[0]["steps"])
