@@ -167,19 +167,11 @@ def data_hash(data_dir, split):
 
 
 def read_scores(paths):
-    """{user: {"candidates", "p"}} from scores files; a line cut short by a killed run is skipped (the user is
-    scored again)."""
+    """{user: {"user", "candidates", "p"}} from scores files (a line cut short by a killed run is scored again)."""
+    import trsr
     done = {}
     for path in paths:
-        if not os.path.exists(path):
-            continue
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                try:
-                    record = json.loads(line)
-                    done[record["user"]] = record
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    pass
+        done.update(trsr.read_appended(path, "user"))
     return done
 
 

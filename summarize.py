@@ -127,40 +127,6 @@ def cache_key(model_id, text, settings):
     return hashlib.sha256(json.dumps([model_id, text, settings], ensure_ascii=False).encode()).hexdigest()
 
 
-def read_cache(path):
-    """{key: {"key", "output", "tokens"}} from the cache file. A line cut short by a killed run does not
-    parse; it is skipped with a note, and that generation simply runs again."""
-    cache = {}
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                try:
-                    record = json.loads(line)
-                    cache[record["key"]] = record
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    print(f"{path}:{lineno}: skipping an unreadable cache line (cut short by a killed run?); "
-                          f"it will be generated again")
-    return cache
-
-
-def open_append(path):
-    """A file descriptor that appends. Each record goes out in one os.write, so ranks and runs sharing the
-    file never interleave within a line, and a kill -9 loses at most the line being written."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    size = os.fstat(fd).st_size
-    if size:  # end a line a killed run left unfinished, so the next record starts on a line of its own
-        with open(path, "rb") as f:
-            f.seek(size - 1)
-            if f.read(1) != b"\n":
-                os.write(fd, b"\n")
-    return fd
-
-
-def append(fd, record):
-    os.write(fd, (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
-
-
 def generation_config(model, tokenizer, max_new_tokens, fmt="chat"):
     """Greedy (the authors sampled, which made their summaries unrepeatable), ending at the model's or the
     tokenizer's end-of-turn token. In the paper's frame, where nothing but the text marks a turn, also at
@@ -267,8 +233,8 @@ def main(args):
            f"model {args.model} ({str(model.dtype)} on {device})")
 
     cache_path = args.cache or os.path.join(os.path.dirname(os.path.abspath(args.out)), "summarize_cache.jsonl")
-    cache = read_cache(cache_path)
-    cache_fd = open_append(cache_path)
+    cache = trsr.read_appended(cache_path, "key")
+    cache_fd = trsr.open_append(cache_path)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     part = open(f"{args.out}.rank{rank}", "w", encoding="utf-8")  # this rank's users, as they finish
     stats = dict(users=0, requests=0, generated=0, tokens=0, gen_seconds=0.0, summary_tokens=0, history_tokens=0, empty=0)
@@ -287,7 +253,7 @@ def main(args):
             stats["gen_seconds"] += time.time() - t0
             for (k, _), output, n in zip(chunk, outputs, counts):
                 cache[k] = {"key": k, "output": output, "tokens": n}
-                append(cache_fd, cache[k])
+                trsr.append(cache_fd, cache[k])
             stats["generated"] += len(chunk)
             stats["tokens"] += sum(counts)
             pbar.set_postfix_str(f"{stats['tokens'] / max(stats['gen_seconds'], 1e-9):.1f} tok/s, {stats['generated']} generated")

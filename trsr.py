@@ -246,6 +246,23 @@ def append(fd, record):
     os.write(fd, (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
+def read_appended(path, key):
+    """{record[key]: record} from a file written with append(); later records win. A line cut short by a
+    killed run does not parse: it is skipped with a note, and its work is simply done again."""
+    records = {}
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                try:
+                    record = json.loads(line)
+                    records[record[key]] = record
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    if line.strip():
+                        print(f"{path}:{lineno}: skipping an unreadable line (cut short by a killed run?); "
+                              f"its work will be done again")
+    return records
+
+
 # ---- Scoring: p = softmax(logit_yes, logit_no) (paper eq. 2-3) ----
 
 @torch.no_grad()
@@ -291,13 +308,13 @@ def score_candidates(model, tokenizer, prefix, suffixes, yes_no, prefix_cache=Tr
 
 PRESETS = {
     # every stage for real on a small sample, in about 10 minutes on 2 CPU cores: its numbers are mostly noise
-    "default": {"users": 400, "split": (60, 10, 30),
-                "summarize": ["--max-new-tokens", "48"],
-                "train": ["--epochs", "1", "--loss", "answer", "--lr", "1e-3", "--batch-size", "4", "--grad-accum", "4"]},
+    "default": {"users": 200, "split": (20, 0, 10),
+                "summarize": ["--max-new-tokens", "32", "--splits", "train,test"],
+                "train": ["--epochs", "1", "--loss", "answer", "--lr", "1e-3", "--batch-size", "4", "--grad-accum", "1"]},
     # enough training that the fine-tuned rows beat random and zero-shot beyond the noise: about an hour on 2 cores
     "cpu": {"users": 1200, "split": (200, 20, 60),
             "summarize": ["--max-new-tokens", "64"],
-            "train": ["--epochs", "1", "--loss", "answer", "--lr", "1e-3", "--batch-size", "4", "--grad-accum", "4"]},
+            "train": ["--epochs", "1", "--loss", "answer", "--lr", "1e-3", "--batch-size", "4", "--grad-accum", "1"]},
     # the paper's setting: real data, 10,000 / 1,000 / 1,000 users, every stage at its script's defaults
     # (Llama-2-7b recommender, 8 epochs, accumulation 64); pass --summarizer and --model, and --nproc for GPUs
     "paper": {"users": 0, "split": (10_000, 1_000, 1_000), "summarize": [], "train": []},

@@ -43,22 +43,25 @@ def build_tokenizer():
                                    pad_token="<|im_end|>", unk_token="<|endoftext|>", chat_template=CHAT_TEMPLATE)
 
 
-def build_model(tokenizer, seed=0, hidden=64, layers=2):
+def build_model(tokenizer, seed=0, hidden=64, layers=2, init_std=0.02):
     torch.manual_seed(seed)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
                          num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
                          max_position_embeddings=4096, bos_token_id=tokenizer.bos_token_id,
                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-                         tie_word_embeddings=True)
+                         initializer_range=init_std, tie_word_embeddings=True)
     return LlamaForCausalLM(config)
 
 
-def tiny_model_dir(root, seed=0):
-    """Write the tiny model and tokenizer to root/tiny-llama once; return the folder."""
-    path = os.path.join(str(root), "tiny-llama")
+def tiny_model_dir(root, seed=0, init_std=0.02):
+    """Write the tiny model and tokenizer to root/tiny-llama once; return the folder.
+
+    With the usual init_std of 0.02 the model answers every prompt with the same few tokens; tests that
+    need outputs that differ from prompt to prompt (the summarizer's cache) draw the weights wider."""
+    path = os.path.join(str(root), "tiny-llama" if init_std == 0.02 else f"tiny-llama-std{init_std}")
     if not os.path.exists(os.path.join(path, "config.json")):
         tokenizer = build_tokenizer()
-        model = build_model(tokenizer, seed=seed)
+        model = build_model(tokenizer, seed=seed, init_std=init_std)
         model.save_pretrained(path)
         tokenizer.save_pretrained(path)
     return path
