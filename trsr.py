@@ -1,5 +1,11 @@
 """What the stages share: loading a model and tokenizer, building a recommender prompt within a token
-budget, scoring yes/no. Run as a script, it runs the whole pipeline end to end.
+budget, scoring yes/no. Run as a script, it runs the whole pipeline end to end, each stage as the command
+a user would type:
+
+$ python trsr.py                                  # generated MIND sample, every stage, one table (~7 min on 2 cores)
+$ python trsr.py --dataset amazon --recent 0,1,3,5
+$ python trsr.py --preset paper --raw MINDlarge_train --summarizer upstage/llama-30b-instruct-2048 \
+      --summarizer-quantize 8bit --model meta-llama/Llama-2-7b-hf --nproc 8
 """
 import hashlib
 import importlib.metadata
@@ -307,11 +313,12 @@ def score_candidates(model, tokenizer, prefix, suffixes, yes_no, prefix_cache=Tr
 # The paper's settings are the stage scripts' defaults; the presets below trade them for minutes on a CPU.
 
 PRESETS = {
-    # every stage for real on a small sample, in about 10 minutes on 2 CPU cores: its numbers are mostly noise
+    # every stage for real on a small sample: 7 minutes on 2 CPU cores, its numbers mostly noise (README)
     "default": {"users": 200, "split": (20, 0, 10),
                 "summarize": ["--max-new-tokens", "32", "--splits", "train,test"],
                 "train": ["--epochs", "1", "--loss", "answer", "--lr", "1e-3", "--batch-size", "4", "--grad-accum", "1"]},
-    # enough training that the fine-tuned rows beat random and zero-shot beyond the noise: about an hour on 2 cores
+    # meant to train enough that the fine-tuned rows beat random and zero-shot beyond the noise (200 users, 100
+    # steps learned in one measured run); not yet run end to end, and its parts add up to over an hour on 2 cores
     "cpu": {"users": 1200, "split": (200, 20, 60),
             "summarize": ["--max-new-tokens", "64"],
             "train": ["--epochs", "1", "--loss", "answer", "--lr", "1e-3", "--batch-size", "4", "--grad-accum", "1"]},
