@@ -250,7 +250,6 @@ def claim_folder(out_dir, run):
 
 def score_users(model, tokenizer, users, items, summaries, domain, settings, yes_no, out_path, rank, world, prefix_cache, progress_desc):
     """Score this rank's users (stride `world`) that no scores file holds yet; append each to out_path."""
-    import torch
     from tqdm import tqdm
     import trsr
 

@@ -443,14 +443,22 @@ def pipeline(argv=None):
           f"everything is in {out}/")
 
 
-def plot_results(results, path):
-    """Grouped bars: each method's Recall@K and MRR@K with its 95% interval."""
+def pyplot():
+    """matplotlib's pyplot, drawing to files; None (with a note) when matplotlib is not installed."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        return plt
     except ImportError:
         print("matplotlib is not installed: no plots (pip install matplotlib)")
+        return None
+
+
+def plot_results(results, path):
+    """Grouped bars: each method's Recall@K and MRR@K with its 95% interval."""
+    plt = pyplot()
+    if plt is None:
         return
     metrics = [f"{m}@{k}" for m in ("Recall", "MRR") for k in (3, 5, 10)]
     methods = list(results["methods"])
@@ -472,11 +480,8 @@ def plot_results(results, path):
 
 def plot_recent(results, recents, main_recent, path):
     """The paper's Figure 9: Recall@K against the number of recent items, one line per paradigm."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     for ax, paradigm in zip(axes, ("Hierarchical", "Recurrent")):

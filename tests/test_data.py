@@ -1,5 +1,4 @@
 """data.py: the protocol, the real files' traps, and an error for each kind of bad input."""
-import json
 import os
 import subprocess
 import sys

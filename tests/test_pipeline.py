@@ -1,7 +1,6 @@
 """trsr.py end to end with a tiny random model: every stage runs, the table comes out, and a second run
 reuses every finished stage."""
 import json
-import os
 
 import trsr
 from tests.tiny import tiny_model_dir
