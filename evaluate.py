@@ -254,7 +254,8 @@ def score_users(model, tokenizer, users, items, summaries, domain, settings, yes
     import trsr
 
     done = read_scores(glob.glob(os.path.join(os.path.dirname(out_path), "scores*.jsonl")))
-    todo = [u for u in users[rank::world] if u["user"] not in done]
+    mine = users[rank::world]
+    todo = [u for u in mine if u["user"] not in done]
     n_cand = 1 + len(users[0]["negatives"])
     bar = tqdm(total=len(todo) * n_cand, unit="cand", desc=progress_desc, disable=rank != 0, dynamic_ncols=True)
     shortened = 0
@@ -274,7 +275,7 @@ def score_users(model, tokenizer, users, items, summaries, domain, settings, yes
     finally:
         os.close(fd)
     bar.close()
-    return len(todo), shortened
+    return len(todo), len(mine) - len(todo), shortened
 
 
 def print0(*a, **k):
@@ -371,7 +372,7 @@ def run_model(args, users, items, domain, rank, world):
         claim_folder(out_dir, {"model": model_name, "adapter": os.path.abspath(adapter) if adapter else None,
                                "prompt": settings, "data_hash": data_hash(args.data, split)})
         t0 = time.time()
-        n, shortened = score_users(model, tokenizer, users, items, summaries, domain, settings, yes_no,
+        n, skipped, shortened = score_users(model, tokenizer, users, items, summaries, domain, settings, yes_no,
                                    os.path.join(out_dir, f"scores.rank{rank}.jsonl"), rank, world,
                                    not args.no_prefix_cache, f"{split} {os.path.basename(adapter or 'base')}")
         seconds = time.time() - t0
@@ -390,9 +391,9 @@ def run_model(args, users, items, domain, rank, world):
         for p in parts:
             os.remove(p)
         n_cand = n * matrix.shape[1]
-        print0(f"{split} {adapter or 'base model'}: scored {n} users ({n_cand} candidates) in {seconds:.1f} s, "
-               f"{n_cand / max(seconds, 1e-9):.1f} candidates/s on rank 0; {len(users) - n} were already scored; "
-               f"{shortened} prompts shortened to fit {settings['max_len']} tokens")
+        print0(f"{split} {adapter or 'base model'}: " + (f"rank 0 of {world}: " if world > 1 else "")
+               + f"scored {n} users ({n_cand} candidates) in {seconds:.1f} s, {n_cand / max(seconds, 1e-9):.1f} "
+               f"candidates/s; {skipped} were already scored; {shortened} prompts shortened to fit {settings['max_len']} tokens")
         return {"scores": matrix, "seconds": seconds, "candidates_per_second": n_cand / max(seconds, 1e-9), "shortened": shortened}
 
     selection = {}

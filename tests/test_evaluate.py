@@ -2,6 +2,8 @@
 tiny random model (shared prefix = one prompt per candidate; resume; checkpoint selection)."""
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -193,3 +195,17 @@ def test_checkpoint_selection_scores_every_epoch_on_val_and_reports_the_best(set
     assert r["adapter"] == max(sums, key=sums.get)
     assert r["prompt"]["recent"] == 2  # the prompt settings the adapter was trained with
     assert os.path.isfile(root / "selected" / "val" / "epoch_1" / "scores.jsonl")
+
+
+def test_torchrun_two_ranks_give_the_scores_of_one_process(setup):
+    root, model_dir = setup
+    args = ["evaluate.py", "--data", str(root / "data"), "--summaries", str(root / "summaries.jsonl"), "--model", model_dir,
+            "--bootstrap", "50", "--limit", "5"]
+    cwd = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    subprocess.run([sys.executable, *args, "--out", str(root / "one")], check=True, cwd=cwd, capture_output=True)
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args,
+                          "--out", str(root / "two")], check=True, cwd=cwd, capture_output=True, text=True)
+    assert "rank 0 of 2: scored 3 users" in two.stdout  # users 0, 2, 4 by stride; rank 1 takes 1 and 3
+    # the ranks' parts merge into one file in the split's order, equal to one process's
+    assert open(root / "one" / "scores.jsonl").read() == open(root / "two" / "scores.jsonl").read()
+    assert not [f for f in os.listdir(root / "two") if ".rank" in f]
