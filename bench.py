@@ -198,6 +198,17 @@ def bench_train(args):
 # ---- Scoring ----
 
 
+def scoring_prompts(tokenizer, users, items, summaries):
+    """(prefix, 21 suffixes) of each user's recommender prompts, as evaluate.py builds them."""
+    import trsr
+    out = []
+    for u in users:
+        summary, history = trsr.recommender_inputs(u, items, summaries)
+        texts = [items[c] for c in [u["target"]] + u["negatives"]]
+        out.append(trsr.fit_recommender_prompt(tokenizer, "news", summary, history, texts)[:2])
+    return out
+
+
 def bench_scoring(args):
     """Shared-prefix scoring against one whole prompt per candidate, same users, same model: speed and max |Δp|."""
     import numpy as np
@@ -210,11 +221,7 @@ def bench_scoring(args):
     tokenizer = trsr.load_tokenizer(args.model)
     model = trsr.load_model(args.model, dtype="float32" if not torch.cuda.is_available() else "auto").eval()
     yes_no = trsr.answer_token_ids(tokenizer)
-    prompts_of = []
-    for u in users:
-        summary, history = trsr.recommender_inputs(u, items, summaries)
-        texts = [items[c] for c in [u["target"]] + u["negatives"]]
-        prompts_of.append(trsr.fit_recommender_prompt(tokenizer, "news", summary, history, texts)[:2])
+    prompts_of = scoring_prompts(tokenizer, users, items, summaries)
     trsr.score_candidates(model, tokenizer, *prompts_of[0], yes_no)  # warm-up
     result = {}
     for name, cached in (("shared_prefix", True), ("one_prompt_per_candidate", False)):
@@ -233,8 +240,84 @@ def bench_scoring(args):
                       f"candidates/s; max abs Δp {diff:.1e}; ~{n_prefix:.0f}-token prefix, ~{n_suffix:.0f}-token candidates"]]}
 
 
-SECTIONS = {"data": bench_data, "summarize": bench_summarize, "train": bench_train, "scoring": bench_scoring}
-GPU_SECTIONS = set()  # run only when asked with --only (they need a GPU)
+# ---- At scale: a randomly initialised Llama of a given size, no weights needed ----
+
+# (hidden, layers, attention heads, key/value heads, feed-forward): Llama-2-7b's shape, a 1B one, and a tiny
+# one that runs on any CPU to check the section itself
+SIZES = {"tiny": (64, 2, 4, 2, 128), "1b": (2048, 16, 16, 16, 5632), "7b": (4096, 32, 32, 32, 11008)}
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "A800": 312.0, "L40": 181.0}  # dense bf16, from the vendors
+
+
+def bench_gpu(args):
+    """LoRA training tokens/s and MFU, and shared-prefix scoring candidates/s, for a random Llama of --size
+    on real-length recommender prompts (the bundled tokenizer, generated MIND users). MFU counts 4 x
+    parameters FLOPs per trained token: forward 2N, backward to the activations 2N; the frozen weights
+    get no gradient."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+    import data
+    import trsr
+    device = trsr.default_device()
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    hidden, layers, heads, kv_heads, ffn = SIZES[args.size]
+    tokenizer = trsr.load_tokenizer(args.model)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                         num_key_value_heads=kv_heads, intermediate_size=ffn, max_position_embeddings=4096,
+                         pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    torch.set_default_dtype(dtype)
+    with torch.device(device):
+        model = LlamaForCausalLM(config)
+    torch.set_default_dtype(torch.float32)
+    n_params = sum(p.numel() for p in model.parameters())
+    data_dir, summaries_path = sample_data(args.users)
+    items, summaries = data.load_items(data_dir), data.load_summaries(summaries_path)
+    yes_no = trsr.answer_token_ids(tokenizer)
+
+    # scoring: the base model, eval mode
+    model.eval()
+    prompts_of = scoring_prompts(tokenizer, data.load_split(data_dir, "test")[:args.users], items, summaries)
+    trsr.score_candidates(model, tokenizer, *prompts_of[0], yes_no)  # warm-up
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.time()
+    for prefix, suffixes in prompts_of:
+        trsr.score_candidates(model, tokenizer, prefix, suffixes, yes_no)
+    score_seconds = time.time() - t0
+
+    # training: LoRA r 8 on q/k/v/o, micro batch 1, AdamW, on the prompts train.py builds
+    model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, task_type="CAUSAL_LM",
+                                             target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
+    model.train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    samples = [tokenizer(prefix + suffixes[0])["input_ids"] + [yes_no[0]] for prefix, suffixes in prompts_of]
+    tokens, seconds = 0, 0.0
+    for step, ids in enumerate(samples * 2):
+        ids = torch.tensor([ids], device=device)
+        t0 = time.time()
+        model(input_ids=ids, labels=ids).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if step >= len(samples):  # the first pass warms up
+            tokens, seconds = tokens + ids.shape[1], seconds + time.time() - t0
+    rate = tokens / seconds
+    gpu = torch.cuda.get_device_name() if device.type == "cuda" else ""
+    peak = next((v for k, v in PEAK_TFLOPS.items() if k in gpu), None)
+    mfu = 4 * n_params * rate / (peak * 1e12) if peak else None
+    cands = 21 * len(prompts_of) / score_seconds
+    return {"size": args.size, "parameters": n_params, "device": gpu or "cpu", "dtype": str(dtype)[6:],
+            "train_tokens_per_second": round(rate, 1), "mfu": round(mfu, 4) if mfu else None,
+            "score_candidates_per_second": round(cands, 2),
+            "rows": [[f"at scale: random Llama {args.size} ({n_params / 1e9:.2f}B), {str(dtype)[6:]} on {gpu or 'cpu'}",
+                      f"{rate:,.0f} train tokens/s" + (f", MFU {mfu:.1%}" if mfu else ""),
+                      f"LoRA r 8, micro batch 1, {tokens / (len(samples)):.0f}-token prompts; scoring {cands:.1f} candidates/s"]]}
+
+
+SECTIONS = {"data": bench_data, "summarize": bench_summarize, "train": bench_train, "scoring": bench_scoring, "gpu": bench_gpu}
+GPU_SECTIONS = {"gpu"}  # run only when asked with --only
 
 
 def main():
