@@ -319,8 +319,8 @@ PRESETS = {
                 "train": ["--epochs", "1", "--loss", "answer", "--lr", "1e-3", "--batch-size", "4", "--grad-accum", "1"]},
     # meant to train enough that the fine-tuned rows beat random and zero-shot beyond the noise (200 users, 100
     # steps learned in one measured run); not yet run end to end, and its parts add up to over an hour on 2 cores
-    "cpu": {"users": 1200, "split": (200, 20, 60),
-            "summarize": ["--max-new-tokens", "64"],
+    "cpu": {"users": 800, "split": (200, 0, 50),
+            "summarize": ["--max-new-tokens", "48", "--splits", "train,test"],
             "train": ["--epochs", "1", "--loss", "answer", "--lr", "1e-3", "--batch-size", "4", "--grad-accum", "1"]},
     # the paper's setting: real data, 10,000 / 1,000 / 1,000 users, every stage at its script's defaults
     # (Llama-2-7b recommender, 8 epochs, accumulation 64); pass --summarizer and --model, and --nproc for GPUs
