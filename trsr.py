@@ -317,8 +317,8 @@ PRESETS = {
     "default": {"users": 200, "split": (20, 0, 10),
                 "summarize": ["--max-new-tokens", "32", "--splits", "train,test"],
                 "train": ["--epochs", "1", "--loss", "answer", "--lr", "1e-3", "--batch-size", "4", "--grad-accum", "1"]},
-    # meant to train enough that the fine-tuned rows beat random and zero-shot beyond the noise (200 users, 100
-    # steps learned in one measured run); not yet run end to end, and its parts add up to over an hour on 2 cores
+    # enough training that the fine-tuned rows beat random beyond the noise (Recall@3 ~0.7 against 0.14 in its
+    # first run); a little over an hour on 2 cores (README)
     "cpu": {"users": 800, "split": (200, 0, 50),
             "summarize": ["--max-new-tokens", "48", "--splits", "train,test"],
             "train": ["--epochs", "1", "--loss", "answer", "--lr", "1e-3", "--batch-size", "4", "--grad-accum", "1"]},
