@@ -318,7 +318,7 @@ PRESETS = {
                 "summarize": ["--max-new-tokens", "32", "--splits", "train,test"],
                 "train": ["--epochs", "1", "--loss", "answer", "--lr", "1e-3", "--batch-size", "4", "--grad-accum", "1"]},
     # enough training that the fine-tuned rows beat random beyond the noise (Recall@3 ~0.7 against 0.14 in its
-    # first run); a little over an hour on 2 cores (README)
+    # first run); 58 minutes on 2 cores (README)
     "cpu": {"users": 800, "split": (200, 0, 50),
             "summarize": ["--max-new-tokens", "48", "--splits", "train,test"],
             "train": ["--epochs", "1", "--loss", "answer", "--lr", "1e-3", "--batch-size", "4", "--grad-accum", "1"]},
