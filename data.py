@@ -6,7 +6,9 @@ real files, with the same code):
 $ python data.py --generate mind --out raw/mind --users 1000 --seed 0
 $ python data.py --dataset mind --raw raw/mind --out data/mind --seed 0
 $ python data.py --generate amazon --out raw/amazon --users 3000
-$ python data.py --dataset amazon --raw raw/amazon --out data/amazon --locale UK
+$ python data.py --dataset amazon --raw raw/amazon --out data/amazon --locale UK [--item-text authors]
+$ python data.py --stats data/mind [--tokenizer meta-llama/Llama-2-7b-hf]   # Table 1's rows and a profile
+$ python data.py --stats data/amazon --raw raw/amazon                       # ... and the raw sessions' profile
 
 The protocol (paper §5.1, and what the authors' code did, see DESIGN.md):
 - MIND: per user the first behaviors row with a non-empty History; users whose History has 11–26 ids;
@@ -19,12 +21,16 @@ The protocol (paper §5.1, and what the authors' code did, see DESIGN.md):
   authors' code did). They are saved, so every stage and baseline ranks exactly the same candidates.
 - Ids that the catalogue lacks (news.tsv / products of the locale) have no text: they are removed from
   the history before the length bounds are applied, and counted in meta.json.
+- Item text: `--item-text figures` (default) as the paper's Figures 6-8 show it, each field capped;
+  `--item-text authors` as the authors' code wrote it, the item id first and nothing capped.
 
 Output in --out: items.jsonl ({"id", "text"} for every item a sample uses), train.jsonl, val.jsonl,
 test.jsonl ({"user", "history": [ids, oldest first], "target", "negatives": [ids]}) and meta.json.
-This module also holds the readers of those files, which the other stages import; it needs no torch.
+This module also holds the readers of those files, which the other stages import; it needs no torch
+(only --stats does, to count tokens with a model's tokenizer).
 """
 import argparse
+import collections
 import csv
 import hashlib
 import json
@@ -54,7 +60,18 @@ parser.add_argument("--locale", default="UK", help="Amazon-M2 locale (DE, JP, UK
 parser.add_argument("--negatives", choices=["exclude", "authors"], default="exclude",
                     help="exclude: never the target or a history item; authors: any catalogue item, as the authors' code drew them")
 parser.add_argument("--abstract", action="store_true", help="MIND: add the abstract to the item text (off in the authors' code)")
-parser.add_argument("--max-field-chars", type=int, default=256, help="cap on each text field, in characters")
+parser.add_argument("--max-field-chars", type=int, default=256,
+                    help="with --item-text figures: cap on each field, in characters")
+parser.add_argument("--item-text", choices=["figures", "authors"], default="figures",
+                    help="figures: 'Category: …; SubCategory: …; Title: …' as the paper's Figures 6-8 show it, "
+                         "fields capped; authors: the authors' code's text, the item id first, no cap "
+                         "(Table 1's 4 and 10 attributes)")
+parser.add_argument("--stats", nargs="?", const="", metavar="DATA",
+                    help="print Table 1's rows and the profile of a built sample beside the real values; "
+                         "with --raw, also the session profile of Amazon-M2's raw sessions_train.csv")
+parser.add_argument("--tokenizer", help="with --stats: count an item's tokens with this model's tokenizer "
+                                        "(default: trsr's default model, SmolLM2-135M-Instruct; "
+                                        "the paper counted with Llama-2's)")
 
 # ----------------------------------------------------------------------------------------------------
 # Readers of the built samples (used by every later stage)
@@ -200,31 +217,51 @@ def parse_id_list(text, path, lineno):
 # Item text
 
 
-def clean(text, cap):
+def clean(text, cap=None):
     """One line of text: zero-width characters removed, whitespace collapsed, capped at `cap` characters."""
     text = " ".join(text.replace("\u200b", "").replace("\ufeff", "").split())
-    if len(text) > cap:  # cut at a word boundary and say so with an ellipsis
+    if cap is not None and len(text) > cap:  # cut at a word boundary and say so with an ellipsis
         text = text[:cap].rsplit(" ", 1)[0] + " …"
     return text
 
 
-def mind_text(category, subcategory, title, abstract, cap):
-    text = f"Category: {clean(category, cap)}; SubCategory: {clean(subcategory, cap)}; Title: {clean(title, cap)}"
-    if abstract is not None and clean(abstract, cap):
-        text += f"; Abstract: {clean(abstract, cap)}"
-    return text
-
-
+# Two looks of the same item. `figures`: the paper's Figures 6-8, each field capped so one long description
+# cannot crowd the rest out of a prompt. `authors`: what the authors' released code gave the models, the item
+# id first and nothing capped; Table 1's "# of different attributes" (4 for MIND, 10 for Amazon-M2) counts
+# these fields, the id among them. Whitespace is collapsed in both: a line break inside a description
+# would read as a new prompt section.
 AMAZON_FIELDS = ["title", "price", "brand", "color", "size", "model", "material", "author", "desc"]
 
 
-def amazon_text(row, cap):
-    """The non-empty fields among AMAZON_FIELDS as 'Name: value' joined by '; '."""
+def field_names(dataset, item_text, abstract=False):
+    """The field names an item text can carry, in their order (Table 1 counts the ones that occur)."""
+    if dataset == "mind":
+        names = ["Category", "SubCategory", "Title"] + (["Abstract"] if abstract else [])
+    elif item_text == "figures":
+        names = [name.capitalize() for name in AMAZON_FIELDS]
+    else:  # the product header's lowercase names, desc spelled out as the authors did
+        names = AMAZON_FIELDS[:-1] + ["description"]
+    return (["id"] if item_text == "authors" else []) + names
+
+
+def mind_text(nid, category, subcategory, title, abstract, item_text, cap):
+    """abstract is None when it is left out (as the authors did); an empty one is left out too."""
+    fields = [("id", nid)] if item_text == "authors" else []
+    fields += [("Category", category), ("SubCategory", subcategory), ("Title", title)]
+    if abstract is not None and clean(abstract):
+        fields.append(("Abstract", abstract))
+    return "; ".join(f"{name}: {clean(value, cap)}" for name, value in fields)
+
+
+def amazon_text(row, item_text, cap):
+    """The non-empty fields among AMAZON_FIELDS as 'name: value' joined by '; '."""
+    names = field_names("amazon", item_text)
+    values = ([row["id"]] if item_text == "authors" else []) + [row[name] for name in AMAZON_FIELDS]
     parts = []
-    for name in AMAZON_FIELDS:
-        value = clean(row[name], cap)
-        if value and value.lower() != "nan":
-            parts.append(f"{name.capitalize()}: {value}")
+    for name, value in zip(names, values):
+        value = clean(value, cap)
+        if value and value.lower() != "nan":  # "nan": pandas' missing value, in a file re-saved from a DataFrame
+            parts.append(f"{name}: {value}")
     return "; ".join(parts)
 
 # ----------------------------------------------------------------------------------------------------
@@ -235,6 +272,10 @@ MIND_NEWS_FIELDS = 8  # NewsID, Category, SubCategory, Title, Abstract, URL, Tit
 MIND_BEHAVIOR_FIELDS = 5  # ImpressionID, UserID, Time, History, Impressions
 AMAZON_PRODUCT_HEADER = ["id", "locale"] + AMAZON_FIELDS
 AMAZON_SESSION_HEADER = ["prev_items", "next_item", "locale"]
+
+
+def field_cap(args):
+    return args.max_field_chars if args.item_text == "figures" else None  # the authors capped nothing
 
 
 def keep_known(ids, catalogue, skipped):
@@ -254,7 +295,8 @@ def read_mind(raw, args, sha, skipped):
         if nid in catalogue:
             skipped["duplicate_catalogue_rows"] += 1
             continue
-        catalogue[nid] = mind_text(category, subcategory, title, abstract if args.abstract else None, args.max_field_chars)
+        catalogue[nid] = mind_text(nid, category, subcategory, title, abstract if args.abstract else None,
+                                   args.item_text, field_cap(args))
     seen, empty, eligible = set(), set(), []
     for lineno, (_, user, _, history, _) in read_tsv(behaviors_path, MIND_BEHAVIOR_FIELDS, sha["behaviors.tsv"], "behaviors.tsv"):
         if user in seen:
@@ -285,7 +327,7 @@ def read_amazon(raw, args, sha, skipped):
         if row["id"] in catalogue:
             skipped["duplicate_catalogue_rows"] += 1
             continue
-        catalogue[row["id"]] = amazon_text(row, args.max_field_chars)
+        catalogue[row["id"]] = amazon_text(row, args.item_text, field_cap(args))
     if not catalogue:
         raise ValueError(f"{products_path}: no products with locale {args.locale!r}")
     eligible = []
@@ -397,7 +439,8 @@ def build(args):
         "seed": args.seed,
         "protocol": {"history_items": [MIN_HISTORY, MAX_HISTORY], "block_size": BLOCK_SIZE, "negatives": NEGATIVES,
                      "negative_sampling": args.negatives, "abstract": args.abstract if args.dataset == "mind" else None,
-                     "max_field_chars": args.max_field_chars,
+                     "item_text": args.item_text, "fields": field_names(args.dataset, args.item_text, args.abstract),
+                     "max_field_chars": field_cap(args),
                      "missing_ids": "ids absent from the catalogue are removed from the history before the length bounds apply"},
         "requested": {"train": args.n_train, "val": args.n_val, "test": args.n_test},
         "counts": {**{s: len(splits[s]) for s in SPLITS}, "eligible_users": len(eligible), "catalogue": len(catalogue),
@@ -414,6 +457,187 @@ def build(args):
           f"mean history {meta['counts']['mean_history']}")
     print(f"skipped: {json.dumps(skipped)}")
     return meta
+
+# ----------------------------------------------------------------------------------------------------
+# Statistics of a sample: the paper's Table 1, and a profile that says whether a sample behaves like real
+# rows in the ways that decide a ranking (popularity, breadth of interests, session shape)
+
+PAPER_TABLE1 = {  # paper Table 1
+    "mind": {"attributes": 4, "train": 10_000, "val": 1_000, "test": 1_000, "history": 16.23, "tokens": 40.83},
+    "amazon": {"attributes": 10, "train": 10_000, "val": 1_000, "test": 1_000, "history": 13.16, "tokens": 141.45},
+}
+TABLE1_ROWS = [("attributes", "# of different attributes"),
+               ("train", "# of positive samples in the training set"),
+               ("val", "# of positive samples in the validation set"),
+               ("test", "# of positive samples in the test set"),
+               ("history", "Avg. # of historical user behavior sequence"),
+               ("tokens", "Avg. # of tokens corresponding to an item")]
+
+# Each statistic, with its value on real rows. MIND: the users (first non-empty row, 11-26 ids) of a sample
+# of MINDsmall_train's behaviors, with the news of 75% of its clicks; Amazon-M2: the 34,688 ES/FR/IT sessions
+# of the task-2 test file. Definitions, over the users of a built sample (MIND) or the sessions (Amazon-M2):
+# - "top 10% (1%) most-clicked items": the distinct items of the histories ranked by how often they occur in
+#   them (ties by id), the first 10% (1%), at least one; the share of clicks on them is their occurrences
+#   over all history occurrences. A target is "among" them when it is one of these items.
+# - "clicked only once": distinct history items that occur exactly once, over all distinct history items.
+# - "most frequent category": per user, the count of the history's most common Category over its length,
+#   averaged over users; "distinct categories": per user, averaged; "target's category present": the share
+#   of users whose target's Category occurs in their history.
+# - "words per item text": whitespace words of "Category: …; SubCategory: …; Title: …" (the figures text
+#   without the abstract, whichever --item-text built the sample), and of the title alone, averaged over
+#   the sample's items (items.jsonl).
+# - "session length": items in prev_items (Amazon-M2's test sessions have no next_item); "repeated items":
+#   per session 1 - distinct items / length, averaged over sessions (a built sample: over histories).
+REAL_MIND = [
+    ("top10_share", "share of history clicks on the top 10% most-clicked items", 0.47),
+    ("top1_share", "share of history clicks on the top 1% most-clicked items", 0.12),
+    ("once", "clicked items clicked only once", 0.27),
+    ("targets_top10", "targets among the top 10% most-clicked items", 0.33),
+    ("favourite_share", "user's most frequent category, share of the history", 0.39),
+    ("categories", "distinct categories per user", 6.7),
+    ("target_category_seen", "target's category present in the history", 0.81),
+    ("words", "words per item text (Category, SubCategory, Title)", 16.0),
+    ("title_words", "words per item title", 11.0),
+    ("history", "mean history length", 16.31),
+]
+REAL_AMAZON_SAMPLE = [
+    ("history", "mean history length (sessions with 10-25 items)", 12.56),
+    ("repeats", "repeated items within a history (1 - distinct/length)", 0.36),
+]
+REAL_AMAZON_SESSIONS = [
+    ("length", "mean session length, all sessions", 3.83),
+    ("kept_share", "sessions with 10-25 items", 0.033),
+    ("kept_length", "mean length of those", 12.56),
+    ("top10_share", "interactions on the top 10% most-seen items", 0.44),
+    ("once", "items seen once", 0.22),
+    ("repeats", "repeated items within a session (1 - distinct/length), all sessions", 0.15),
+    ("kept_repeats", "repeated items within a session, sessions with 10-25 items", 0.36),
+]
+
+
+def mean(values):
+    values = list(values)
+    return sum(values) / len(values) if values else float("nan")
+
+
+def popularity(counts):
+    """Shares of the occurrences on the top 10% and 1% most frequent items, those items, and the share of
+    items that occur once; `counts` is {item: occurrences}."""
+    ranked = sorted(counts, key=lambda item: (-counts[item], item))
+    total = sum(counts.values())
+    stats = {"once": sum(c == 1 for c in counts.values()) / len(counts)}
+    for name, share in (("top10", 0.10), ("top1", 0.01)):
+        stats[name] = set(ranked[:max(1, round(share * len(ranked)))])
+        stats[name + "_share"] = sum(counts[item] for item in stats[name]) / total
+    return stats
+
+
+MIND_FIELD_RE = re.compile(r"(?:^|; )(\w+): (.*?)(?=; (?:Category|SubCategory|Title|Abstract): |$)")
+
+
+def mind_profile(users, items):
+    """REAL_MIND's statistics for a built MIND sample (users of every split, items.jsonl's texts)."""
+    fields = {item: dict(MIND_FIELD_RE.findall(text)) for item, text in items.items()}
+    category = {item: f["Category"] for item, f in fields.items()}
+    pop = popularity(collections.Counter(item for u in users for item in u["history"]))
+    by_user = [collections.Counter(category[item] for item in u["history"]) for u in users]
+    return {
+        "top10_share": pop["top10_share"], "top1_share": pop["top1_share"], "once": pop["once"],
+        "targets_top10": mean(u["target"] in pop["top10"] for u in users),
+        "favourite_share": mean(max(c.values()) / len(u["history"]) for c, u in zip(by_user, users)),
+        "categories": mean(len(c) for c in by_user),
+        "target_category_seen": mean(category[u["target"]] in c for c, u in zip(by_user, users)),
+        "words": mean(len(f"Category: {f['Category']}; SubCategory: {f['SubCategory']}; Title: {f['Title']}".split())
+                      for f in fields.values()),
+        "title_words": mean(len(f["Title"].split()) for f in fields.values()),
+        "history": mean(len(u["history"]) for u in users),
+    }
+
+
+def repeats(ids):
+    return 1 - len(set(ids)) / len(ids)
+
+
+def session_profile(sessions):
+    """REAL_AMAZON_SESSIONS' statistics of an iterable of sessions (lists of ids), read once."""
+    lengths, kept_lengths, all_repeats, kept_repeats = [], [], [], []
+    counts = collections.Counter()
+    for ids in sessions:
+        lengths.append(len(ids))
+        counts.update(ids)
+        if ids:
+            all_repeats.append(repeats(ids))
+        if MIN_HISTORY <= len(ids) <= MAX_HISTORY:
+            kept_lengths.append(len(ids))
+            kept_repeats.append(repeats(ids))
+    pop = popularity(counts)
+    return {"length": mean(lengths), "kept_share": len(kept_lengths) / len(lengths), "kept_length": mean(kept_lengths),
+            "top10_share": pop["top10_share"], "once": pop["once"], "repeats": mean(all_repeats),
+            "kept_repeats": mean(kept_repeats)}
+
+
+def raw_sessions(raw):
+    """The prev_items of every session in RAW/sessions_train.csv, all locales."""
+    path = os.path.join(raw, "sessions_train.csv")
+    for lineno, (prev_items, _, _) in read_csv(path, AMAZON_SESSION_HEADER, hashlib.sha256(), "sessions_train.csv"):
+        yield parse_id_list(prev_items, path, lineno)
+
+
+def table1(data_dir, count_tokens):
+    """Table 1's rows for a built sample; count_tokens(texts) gives each text's number of tokens."""
+    meta, items = load_meta(data_dir), load_items(data_dir)
+    users = {split: load_split(data_dir, split) for split in SPLITS}
+    protocol = meta["protocol"]
+    names = protocol.get("fields") or field_names(meta["dataset"], "figures", protocol.get("abstract"))
+    texts = list(items.values())
+    present = [name for name in names if any(t.startswith(f"{name}: ") or f"; {name}: " in t for t in texts)]
+    return {"attributes": len(present), **{split: len(users[split]) for split in SPLITS},
+            "history": mean(len(u["history"]) for split in SPLITS for u in users[split]),
+            "tokens": mean(count_tokens(texts))}
+
+
+def cell(value):
+    """Shares with three decimals (0.033), means with two (16.23), counts with thousands separators."""
+    if isinstance(value, float):
+        return f"{value:.3f}" if abs(value) < 1 else f"{value:,.2f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def print_table(header, rows):
+    """A markdown table: a header row, then one row per list of cells."""
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for cells in rows:
+        print("| " + " | ".join(cell(c) for c in cells) + " |")
+    print()
+
+
+def print_profile(header, real, measured):
+    print_table(["statistic", header, "real rows"], [(label, measured[key], value) for key, label, value in real])
+
+
+def stats(args):
+    if args.stats:
+        import trsr  # only token counting needs a tokenizer, and with it torch and transformers
+        tokenizer_name = args.tokenizer or trsr.DEFAULT_MODEL
+        tokenizer = trsr.load_tokenizer(tokenizer_name)
+        meta = load_meta(args.stats)
+        dataset, item_text = meta["dataset"], meta["protocol"].get("item_text", "figures")
+        measured = table1(args.stats, lambda texts: [len(ids) for ids in
+                                                     tokenizer(texts, add_special_tokens=False)["input_ids"]])
+        counted_with = ("SmolLM2-135M-Instruct's tokenizer; the paper counted with Llama-2's"
+                        if tokenizer_name == trsr.DEFAULT_MODEL else f"{tokenizer_name}'s tokenizer")
+        rows = [(label + (f" ({counted_with})" if key == "tokens" else ""), measured[key], PAPER_TABLE1[dataset][key])
+                for key, label in TABLE1_ROWS]
+        print_table(["Table 1", f"{args.stats} (--item-text {item_text})", f"paper, {dataset}"], rows)
+        users = [u for split in SPLITS for u in load_split(args.stats, split)]
+        if dataset == "mind":
+            print_profile(args.stats, REAL_MIND, mind_profile(users, load_items(args.stats)))
+        else:
+            print_profile(args.stats, REAL_AMAZON_SAMPLE, {"history": mean(len(u["history"]) for u in users),
+                                                           "repeats": mean(repeats(u["history"]) for u in users)})
+    if args.raw:
+        print_profile(f"{args.raw}/sessions_train.csv", REAL_AMAZON_SESSIONS, session_profile(raw_sessions(args.raw)))
 
 # ----------------------------------------------------------------------------------------------------
 # Generated samples in the real file formats (see the end of this file for the vocabulary)
@@ -787,6 +1011,14 @@ PRODUCTS = {
 
 def main(argv=None):
     args = parser.parse_args(argv)
+    if args.stats is not None:
+        if not args.stats and not args.raw:
+            parser.error("--stats needs a built sample (--stats DATA) or Amazon-M2's raw files (--raw RAW), or both")
+        if args.raw and not os.path.isfile(os.path.join(args.raw, "sessions_train.csv")):
+            raise FileNotFoundError(f"{args.raw}/sessions_train.csv: no such file (--stats --raw profiles Amazon-M2's "
+                                    "sessions; profile a MIND sample by building it and passing its folder)")
+        stats(args)
+        return
     if bool(args.generate) == bool(args.dataset) or not args.out:
         parser.error("give either --generate {mind,amazon} --out RAW, or --dataset {mind,amazon} --raw RAW --out DATA")
     if args.generate:

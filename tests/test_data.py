@@ -1,5 +1,7 @@
 """data.py: the protocol, the real files' traps, and an error for each kind of bad input."""
+import json
 import os
+import re
 import subprocess
 import sys
 
@@ -145,6 +147,31 @@ def test_authors_negatives_may_hit_the_history_and_ours_never_do(tmp_path):
     assert sum(len(seen(u) & set(u["negatives"])) for u in authors) > 100
     assert data.load_meta(str(tmp_path / "authors"))["protocol"]["negative_sampling"] == "authors"
 
+def test_authors_item_text_puts_the_id_first_and_caps_nothing(tmp_path):
+    raw = write_mind(tmp_path / "raw", behaviors=mind_behaviors())
+    meta = build(raw, tmp_path / "data", "--n-train", "1", "--n-val", "1", "--n-test", "0", "--item-text", "authors",
+                 "--max-field-chars", "10")
+    items = data.load_items(str(tmp_path / "data"))
+    assert items["N1"] == 'id: N1; Category: news; SubCategory: newsus; Title: "Quoted start with no closing quote'
+    assert meta["protocol"]["item_text"] == "authors" and meta["protocol"]["max_field_chars"] is None
+    assert meta["protocol"]["fields"] == ["id", "Category", "SubCategory", "Title"]  # Table 1's 4 attributes
+
+
+@pytest.mark.parametrize("dataset,users", [("mind", 300), ("amazon", 3000)])
+def test_authors_item_text_on_generated_samples_has_their_names_in_their_order(tmp_path, dataset, users):
+    raw = generated(tmp_path, dataset, users)
+    meta = build(raw, tmp_path / "data", "--n-train", "20", "--n-val", "5", "--n-test", "5", "--item-text", "authors")
+    names = meta["protocol"]["fields"]
+    assert names == (["id", "Category", "SubCategory", "Title"] if dataset == "mind" else
+                     ["id", "title", "price", "brand", "color", "size", "model", "material", "author", "description"])
+    seen = set()
+    for item, text in data.load_items(str(tmp_path / "data")).items():
+        assert text.startswith(f"id: {item}; ")
+        order = [names.index(name) for name in re.findall(r"(?:^|; )(\w+): ", text) if name in names]
+        assert order == sorted(order) and len(order) >= (4 if dataset == "mind" else 3)
+        seen |= {names[k] for k in order}
+    assert seen == set(names)  # every attribute occurs somewhere: Table 1 counts 4 and 10
+
 # ---- Amazon-M2 ----
 
 
@@ -198,6 +225,13 @@ def test_amazon_locale_fields_caps_and_wrapped_sessions(tmp_path):
     assert items["B0SHARED01"] == ("Title: Keplin Non-Slip Bath Mat; Price: 9.99; Brand: Keplin; Color: Navy; "
                                    'Material: Rubber; Desc: Soft, quick-drying; "machine …')
     assert items["123456789X"] == "Title: A Crime Novel; Price: 7.5; Brand: Penguin; Material: Paperback; Author: Agatha Christie"
+    # the authors' text: the id first, lowercase names, desc spelled out, no cap
+    build(raw, tmp_path / "authors", "--n-train", "2", "--n-val", "0", "--n-test", "0", "--max-field-chars", "30",
+          "--item-text", "authors")
+    items = data.load_items(str(tmp_path / "authors"))
+    assert items["B0SHARED01"] == ("id: B0SHARED01; title: Keplin Non-Slip Bath Mat; price: 9.99; brand: Keplin; "
+                                   'color: Navy; material: Rubber; description: Soft, quick-drying; "machine washable" '
+                                   "and easy to clean.")
 
 # ---- Bad input: each error names the file, the line and what was expected ----
 
@@ -263,3 +297,77 @@ def test_command_line_error_is_one_clear_line(tmp_path):
                           cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 1
     assert proc.stderr.strip() == f"error: {tmp_path}/products_train.csv: no such file (Amazon-M2 needs products_train.csv and sessions_train.csv in --raw)"
+
+# ---- --stats: Table 1 and the profile, against a sample counted by hand ----
+
+TINY_ITEMS = {"N1": "id: N1; Category: news; SubCategory: newsus; Title: Storm hits the coast",
+              "N2": "id: N2; Category: sports; SubCategory: golf; Title: Woods wins",
+              "N3": "id: N3; Category: news; SubCategory: newsworld; Title: Talks; what comes next",  # '; ' in a title
+              "N4": "id: N4; Category: travel; SubCategory: travelnews; Title: Delays"}
+TINY_USERS = {"train": [{"user": "U1", "history": ["N1", "N2", "N1"], "target": "N1", "negatives": ["N4"]}],
+              "val": [{"user": "U2", "history": ["N2", "N3"], "target": "N4", "negatives": ["N1"]}],
+              "test": [{"user": "U3", "history": ["N1", "N3", "N3", "N4"], "target": "N4", "negatives": ["N2"]}]}
+
+
+def write_sample(folder, fields):
+    os.makedirs(folder)
+    meta = {"dataset": "mind", "protocol": {"item_text": "authors", "fields": fields, "abstract": False}}
+    data.write_atomic(os.path.join(folder, "meta.json"), [json.dumps(meta)])
+    data.write_atomic(os.path.join(folder, "items.jsonl"),
+                      [json.dumps({"id": item, "text": text}) for item, text in TINY_ITEMS.items()])
+    for split, users in TINY_USERS.items():
+        data.write_atomic(os.path.join(folder, f"{split}.jsonl"), [json.dumps(u) for u in users])
+    return str(folder)
+
+
+def test_table1_and_mind_profile_of_a_sample_counted_by_hand(tmp_path):
+    folder = write_sample(tmp_path / "data", ["id", "Category", "SubCategory", "Title"])
+    words = lambda texts: [len(t.split()) for t in texts]  # noqa: E731
+    # 11 + 9 + 11 + 8 words over 4 items; histories of 3, 2 and 4 items
+    assert data.table1(folder, words) == {"attributes": 4, "train": 1, "val": 1, "test": 1, "history": 3.0,
+                                          "tokens": 9.75}
+    # only the attributes that occur count: no item has an abstract
+    no_abstracts = write_sample(tmp_path / "b", ["Category", "SubCategory", "Title", "Abstract"])
+    assert data.table1(no_abstracts, words)["attributes"] == 3
+    users = [u for split in data.SPLITS for u in TINY_USERS[split]]
+    profile = data.mind_profile(users, TINY_ITEMS)
+    # clicks N1 3, N3 3, N2 2, N4 1 (9 in all): the top 10% (and 1%) of 4 items is one item, N1 by the id tie rule
+    assert profile["top10_share"] == profile["top1_share"] == pytest.approx(3 / 9)
+    assert profile["once"] == pytest.approx(1 / 4)  # N4
+    assert profile["targets_top10"] == pytest.approx(1 / 3)  # U1's target N1
+    assert profile["favourite_share"] == pytest.approx((2 / 3 + 1 / 2 + 3 / 4) / 3)
+    assert profile["categories"] == 2
+    assert profile["target_category_seen"] == pytest.approx(2 / 3)  # U2's travel target is new to it
+    assert profile["words"] == pytest.approx((9 + 7 + 9 + 6) / 4)  # "Category: news; SubCategory: newsus; Title: …"
+    assert profile["title_words"] == pytest.approx((4 + 2 + 4 + 1) / 4)
+    assert profile["history"] == 3
+
+
+def test_session_profile_of_raw_sessions_counted_by_hand(tmp_path):
+    a, b, c, d, e, f, g, h = (f"B0ITEM{i:04d}" for i in range(8))
+    i = "123456789X"
+    sessions = [[a], [a, b], [a, b, a, c, d, e, f, g, h, a], [b, b, i]]
+    locales = ["UK", "DE", "UK", "JP"]
+    raw = write_amazon(tmp_path / "raw", "".join(session(s, a, locale) for s, locale in zip(sessions, locales)))
+    profile = data.session_profile(data.raw_sessions(raw[1]))  # every locale; the 10-item list wraps over lines
+    assert profile["length"] == 4 and profile["kept_share"] == 1 / 4 and profile["kept_length"] == 10
+    # occurrences: a 5, b 4, c, d, e, f, g, h, i once each (16 in all, 9 items): the top 10% is a
+    assert profile["top10_share"] == pytest.approx(5 / 16) and profile["once"] == pytest.approx(7 / 9)
+    assert profile["repeats"] == pytest.approx((0 + 0 + 0.2 + 1 / 3) / 4)
+    assert profile["kept_repeats"] == pytest.approx(0.2)
+
+
+def test_stats_command_prints_table1_and_the_profile_beside_the_paper(tmp_path, capsys):
+    from tests.tiny import build_tokenizer
+    build_tokenizer().save_pretrained(str(tmp_path / "tokenizer"))
+    a, b = "B0ITEM0000", "B0ITEM0001"
+    raw = write_amazon(tmp_path / "raw", session([a] * 4 + [b] * 8, b) + session([a, b], a))
+    data.main(["--stats", write_sample(tmp_path / "data", ["id", "Category", "SubCategory", "Title"]),
+               "--tokenizer", str(tmp_path / "tokenizer"), "--raw", raw[1]])
+    out = capsys.readouterr().out
+    assert "| # of different attributes | 4 | 4 |" in out
+    assert "| # of positive samples in the training set | 1 | 10,000 |" in out
+    assert "| Avg. # of historical user behavior sequence | 3.00 | 16.23 |" in out
+    assert f"| Avg. # of tokens corresponding to an item ({tmp_path}/tokenizer's tokenizer) |" in out
+    assert "| distinct categories per user | 2.00 | 6.70 |" in out
+    assert "| sessions with 10-25 items | 0.500 | 0.033 |" in out and "| mean length of those | 12.00 | 12.56 |" in out
