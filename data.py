@@ -5,7 +5,7 @@ real files, with the same code):
 
 $ python data.py --generate mind --out raw/mind --users 1000 --seed 0
 $ python data.py --dataset mind --raw raw/mind --out data/mind --seed 0
-$ python data.py --generate amazon --out raw/amazon --users 3000
+$ python data.py --generate amazon --out raw/amazon --users 80000   # sessions, all locales: ~1,000 UK users
 $ python data.py --dataset amazon --raw raw/amazon --out data/amazon --locale UK [--item-text authors]
 $ python data.py --stats data/mind [--tokenizer meta-llama/Llama-2-7b-hf]   # Table 1's rows and a profile
 $ python data.py --stats data/amazon --raw raw/amazon                       # ... and the raw sessions' profile
@@ -30,10 +30,12 @@ This module also holds the readers of those files, which the other stages import
 (only --stats does, to count tokens with a model's tokenizer).
 """
 import argparse
+import bisect
 import collections
 import csv
 import hashlib
 import json
+import math
 import os
 import random
 import re
@@ -48,7 +50,9 @@ MIN_HISTORY, MAX_HISTORY = 10, 25  # items before the target (paper §5.1)
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--generate", choices=["mind", "amazon"], help="write a generated sample in this dataset's real file format to --out")
-parser.add_argument("--users", type=int, default=1000, help="with --generate: MIND users / Amazon-M2 sessions to write")
+parser.add_argument("--users", type=int, default=1000,
+                    help="with --generate: MIND users, or Amazon-M2 sessions over all locales (as in the real file, "
+                         "few pass the filter: about 1 in 80 is a UK session with 10-25 items)")
 parser.add_argument("--dataset", choices=["mind", "amazon"], help="build samples from the raw files in --raw")
 parser.add_argument("--raw", help="folder with news.tsv + behaviors.tsv (MIND) or products_train.csv + sessions_train.csv (Amazon-M2)")
 parser.add_argument("--out", help="output folder")
@@ -640,7 +644,37 @@ def stats(args):
         print_profile(f"{args.raw}/sessions_train.csv", REAL_AMAZON_SESSIONS, session_profile(raw_sessions(args.raw)))
 
 # ----------------------------------------------------------------------------------------------------
-# Generated samples in the real file formats (see the end of this file for the vocabulary)
+# Generated samples in the real file formats (see the end of this file for the vocabulary). What decides a
+# ranking is held close to real rows (--stats prints the profile beside them, and tests keep it there):
+# - popularity is long-tailed: a few items take a large share of the clicks and many are clicked once, and
+#   targets follow it, less steeply than histories do (a last click is often on news too fresh for older
+#   histories to hold);
+# - a MIND user reads a broad mix of categories around a favourite that drifts part-way through the
+#   history, so the target's category is usually, not always, one the history holds;
+# - headlines are as long as real ones; Amazon-M2 sessions are mostly short (a few percent reach the
+#   paper's 10-25 window) and the longer ones go back and forth between products.
+# The constants below set these shapes, chosen so that a sample of a few thousand users profiles like the
+# real rows (tests hold every statistic within 20%); the generator is otherwise plain sampling from them.
+
+CATEGORY_SHARE = {  # share of MIND's clicks per category: news and sports lead, many small ones follow
+    "news": 0.26, "sports": 0.13, "finance": 0.07, "lifestyle": 0.08, "foodanddrink": 0.05, "travel": 0.05,
+    "health": 0.05, "entertainment": 0.05, "tv": 0.05, "music": 0.03, "movies": 0.03, "autos": 0.04,
+    "weather": 0.05, "video": 0.06,
+}
+FAVOURITE = 0.35  # a user's weight on their favourite category, above a mix of all of them
+INTEREST_SPREAD = 0.8  # a user's factor on a category's share is Exp(1)**INTEREST_SPREAD: larger is less even
+DRIFT = 0.5  # share of users whose favourite category changes part-way through the history
+NEWS_PER_USER, MAX_NEWS = 2.0, 101_000  # catalogue size per user, up to MIND-large's number of news
+NEWS_ZIPF, NEWS_FLAT_HEAD = 1.2, 0.022  # popularity (zipf_weights)
+FRESH_TARGET = 0.35  # share of targets drawn without regard to popularity
+TITLE_TAIL = 0.8  # share of headlines that carry a TAILS clause ("…, officials say")
+HISTORY_DECAY = 0.06  # within the 11-26 window, each extra History id is this much rarer (in log terms)
+
+SESSION_LOG_MEAN, SESSION_LOG_SD = 0.97, 0.67  # prev_items per session: ceil(exp(normal(mean, sd)))
+PRODUCTS_PER_SESSION, MAX_PRODUCTS = 0.7, 1_500_000  # catalogue size per session, up to Amazon-M2's products
+PRODUCT_ZIPF, PRODUCT_FLAT_HEAD = 1.1, 0.03  # popularity (zipf_weights)
+REVISIT_MAX, REVISIT_SCALE = 0.4, 3.0  # per step, the chance to go back to a product just seen: longer sessions
+# go back and forth more, up to REVISIT_MAX
 
 
 def generate(args):
@@ -667,9 +701,59 @@ def drifting_choices(rng, topics, n, n_favourites, explore=0.15):
     return picks
 
 
+def zipf_weights(rng, n, exponent, flat_head):
+    """Popularity of n items in a random order: the item ranked r weighs 1 / (r + flat_head * n)**exponent, a
+    long tail under a head that is flatter than a pure power law's (no single story takes every reader)."""
+    ranks = list(range(1, n + 1))
+    rng.shuffle(ranks)
+    return [(r + flat_head * n) ** -exponent for r in ranks]
+
+
+class Pool:
+    """Items to draw from by popularity: ids with their cumulative weights."""
+
+    def __init__(self):
+        self.ids, self.cum = [], []
+
+    def add(self, item, weight):
+        self.ids.append(item)
+        self.cum.append((self.cum[-1] if self.cum else 0) + weight)
+
+    def draw(self, rng, avoid=()):
+        """One id by popularity, redrawn a few times while it is in `avoid` (a reader rarely reopens a story)."""
+        for _ in range(5):
+            item = self.ids[bisect.bisect(self.cum, rng.random() * self.cum[-1])]
+            if item not in avoid:
+                break
+        return item
+
+
+def mind_categories(rng, n):
+    """The categories of a user's n clicks: FAVOURITE of the weight on one favourite category, the rest on every
+    category by its share of clicks times a random factor of the user's; for DRIFT of the users the favourite
+    changes part-way through."""
+    categories, shares = list(CATEGORY_SHARE), list(CATEGORY_SHARE.values())
+    spread = [share * rng.expovariate(1) ** INTEREST_SPREAD for share in shares]
+    total = sum(spread)
+    first = rng.choices(range(len(shares)), weights=shares)[0]
+    then = rng.choices(range(len(shares)), weights=[s * (k != first) for k, s in enumerate(shares)])[0]
+    drift_at = rng.randint(n // 3, max(n // 3, 2 * n // 3)) if rng.random() < DRIFT else n
+    picks = []
+    for favourite, count in ((first, drift_at), (then, n - drift_at)):
+        weights = [(1 - FAVOURITE) * w / total + FAVOURITE * (k == favourite) for k, w in enumerate(spread)]
+        picks += rng.choices(categories, weights=weights, k=count)
+    return picks
+
+
 def history_length(rng):
-    """About two thirds of the users fall in the paper's 11-26 window; the rest exercise the filter."""
-    return rng.randint(11, 26) if rng.random() < 0.65 else rng.choice([rng.randint(1, 10), rng.randint(27, 45)])
+    """History ids of a MIND user: about two thirds in the paper's 11-26 window, the shorter ones commoner;
+    the rest exercise the filter."""
+    if rng.random() < 0.65:
+        while True:  # a geometric tail, cut to the window
+            extra = int(rng.expovariate(HISTORY_DECAY))
+            if extra <= 15:
+                return 11 + extra
+    return rng.choice([rng.randint(1, 10), rng.randint(27, 45)])
 
 
 def fill(rng, template, **fixed):
@@ -679,36 +763,47 @@ def fill(rng, template, **fixed):
 
 def generate_mind(out, n_users, seed):
     rng = random.Random(seed)
+    assert set(CATEGORY_SHARE) == set(NEWS), "each category of NEWS needs its CATEGORY_SHARE, and only those"
     subcats = [(cat, sub) for cat, subs in NEWS.items() for sub in subs]
-    n_news = max(3000, n_users // 10)  # MIND-large: ~1M users, ~101k news
-    by_topic = {t: [] for t in subcats}
+    categories = list(CATEGORY_SHARE)
+    n_news = min(max(2000, int(NEWS_PER_USER * n_users)), MAX_NEWS)
+    popularity = zipf_weights(rng, n_news, NEWS_ZIPF, NEWS_FLAT_HEAD)
+    pools = {cat: Pool() for cat in categories}
     with open(os.path.join(out, "news.tsv"), "w", encoding="utf-8", newline="\n") as f:
         for k in range(n_news):
-            cat, sub = subcats[k % len(subcats)] if k < len(subcats) else rng.choice(subcats)
+            if k < len(subcats):  # every subcategory once, then as many stories as its category's share of clicks
+                cat, sub = subcats[k]
+            else:
+                cat = rng.choices(categories, weights=[CATEGORY_SHARE[c] for c in categories])[0]
+                sub = rng.choice(list(NEWS[cat]))
             nid = f"N{10000 + k * 7 + rng.randrange(7)}"
             title = fill(rng, rng.choice(NEWS[cat][sub]))
+            if rng.random() < TITLE_TAIL:
+                title += fill(rng, rng.choice(TAILS))
             r = rng.random()
             if r < 0.04:  # real titles can start with a double quote: a CSV reader would mangle the row
                 title = f'"{title.split(":")[0]}" {rng.choice(["is back", "stuns fans", "sparks debate"])}'
             elif r < 0.06:  # and carry zero-width spaces
                 title = title.replace(" ", " \u200b", 1)
             abstract = "" if rng.random() < 0.15 else fill(rng, rng.choice(ABSTRACTS))
-            entities = "[]" if rng.random() < 0.5 else json.dumps([{"Label": title.split()[0], "Type": "O", "WikidataId": f"Q{rng.randrange(10**6)}",
-                                                                    "Confidence": 1.0, "OccurrenceOffsets": [0], "SurfaceForms": [title.split()[0]]}])
-            f.write(f"{nid}\t{cat}\t{sub}\t{title}\t{abstract}\thttps://assets.msn.com/labs/mind/AA{nid[1:]}.html\t{entities}\t[]\n")
-            by_topic[(cat, sub)].append(nid)
-    all_news = [n for t in subcats for n in by_topic[t]]
+            entities = "[]" if rng.random() < 0.5 else json.dumps([{
+                "Label": title.split()[0], "Type": "O", "WikidataId": f"Q{rng.randrange(10**6)}", "Confidence": 1.0,
+                "OccurrenceOffsets": [0], "SurfaceForms": [title.split()[0]]}])
+            f.write(f"{nid}\t{cat}\t{sub}\t{title}\t{abstract}\thttps://assets.msn.com/labs/mind/AA{nid[1:]}.html"
+                    f"\t{entities}\t[]\n")
+            pools[cat].add(nid, popularity[k])
+    all_news = [nid for cat in categories for nid in pools[cat].ids]
     rows = []
     for u in range(n_users):
         user = f"U{100 + u * 3 + rng.randrange(3)}"
         n = 0 if rng.random() < 0.05 else history_length(rng)
         history = []
-        for t in drifting_choices(rng, subcats, n, rng.randint(2, 3)):
-            for _ in range(5):  # a reader rarely opens the same story twice: redraw a few times
-                nid = rng.choice(by_topic[t])
-                if nid not in history:
-                    break
-            history.append(nid)
+        for i, category in enumerate(mind_categories(rng, n)):
+            pool = pools[category]
+            if i == n - 1 and rng.random() < FRESH_TARGET:  # the last id is the target
+                history.append(rng.choice(pool.ids))
+            else:
+                history.append(pool.draw(rng, avoid=history))
         if n and rng.random() < 0.08:  # a history can repeat an id
             j = rng.randrange(n)
             history.insert(j, history[rng.randrange(j + 1)])
@@ -717,7 +812,7 @@ def generate_mind(out, n_users, seed):
         n_rows = rng.randint(1, 4)
         empty_first = n_rows > 1 and rng.random() < 0.05  # the first row with a non-empty History is the one used
         for r in range(n_rows):
-            shown = rng.sample(all_news, 4)
+            shown = rng.choices(all_news, k=4)
             impressions = " ".join(f"{x}-{int(i == 0)}" for i, x in enumerate(shown))
             hist = "" if (r == 0 and empty_first) else " ".join(history)
             rows.append((user, hist, impressions))
@@ -756,8 +851,9 @@ LOCALES = ["UK", "DE", "JP", "FR", "IT", "ES"]
 def generate_amazon(out, n_sessions, seed):
     rng = random.Random(seed)
     intents = list(PRODUCTS)
-    n_products = max(2000, int(n_sessions * 0.42))  # Amazon-M2: 3.6M sessions, 1.5M products
-    by_locale_intent = {(loc, t): [] for loc in LOCALES for t in intents}
+    n_products = min(max(2000, int(n_sessions * PRODUCTS_PER_SESSION)), MAX_PRODUCTS)
+    popularity = zipf_weights(rng, n_products, PRODUCT_ZIPF, PRODUCT_FLAT_HEAD)
+    pools = {(loc, t): Pool() for loc in LOCALES for t in intents}
     with open(os.path.join(out, "products_train.csv"), "w", encoding="utf-8", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(AMAZON_PRODUCT_HEADER)
@@ -766,13 +862,15 @@ def generate_amazon(out, n_sessions, seed):
             spec = PRODUCTS[intent]
             pid = product_id(rng, intent == "books" and rng.random() < 0.6)
             noun = rng.choice(list(spec["nouns"]))
-            brand, colour, material = rng.choice(spec["brands"]), rng.choice(SLOTS["colour"]), rng.choice(spec["nouns"][noun])
-            size = rng.choice(spec["sizes"])
-            title = fill(rng, rng.choice(spec["titles"]), brand=brand, noun=noun, colour=colour, material=material, size=size)
+            brand, colour = rng.choice(spec["brands"]), rng.choice(SLOTS["colour"])
+            material, size = rng.choice(spec["nouns"][noun]), rng.choice(spec["sizes"])
+            title = fill(rng, rng.choice(spec["titles"]), brand=brand, noun=noun, colour=colour, material=material,
+                         size=size)
             size = size if rng.random() < 0.5 else ""
             model = f"{brand[:3].upper()}-{rng.randrange(100, 999)}" if rng.random() < 0.4 else ""
             author = rng.choice(SLOTS["author"]) if intent == "books" else ""
-            desc = fill(rng, rng.choice(spec["descs"]), noun=noun.lower(), material=material.lower())
+            sentences = rng.sample(spec["descs"], rng.randint(1, 2)) + rng.sample(DESC_EXTRAS, rng.randint(0, 2))
+            desc = " ".join(fill(rng, s, noun=noun.lower(), material=material.lower()) for s in sentences)
             desc = desc[0].upper() + desc[1:]
             if rng.random() < 0.1:  # descriptions hold commas, quotes and line breaks: CSV quoting must carry them
                 desc += '\nIncludes: 1 x ' + noun.lower() + ', "ready to use" out of the box.'
@@ -784,22 +882,22 @@ def generate_amazon(out, n_sessions, seed):
                 row = [pid, loc, title, f"{local_price}", brand, colour if rng.random() < 0.8 else "", size, model,
                        material if rng.random() < 0.7 else "", author, desc if rng.random() < 0.9 else ""]
                 writer.writerow(row)
-                by_locale_intent[(loc, intent)].append(pid)
+                pools[(loc, intent)].add(pid, popularity[k])
     with open(os.path.join(out, "sessions_train.csv"), "w", encoding="utf-8", newline="") as f:
         f.write("prev_items,next_item,locale\n")
         for _ in range(n_sessions):
             loc = rng.choice(["UK", "UK", "UK", "DE", "JP", "FR", "IT", "ES"])
-            n = history_length(rng) - 1
-            n = max(n, 1)
-            pool = [t for t in intents if by_locale_intent[(loc, t)]]
-            picks = drifting_choices(rng, pool, n + 1, rng.randint(1, 2), explore=0.08)
-            items = []
-            for t in picks:  # a shopper revisits what they just looked at now and then
-                if items and rng.random() < 0.15:
-                    items.append(rng.choice(items[-3:]))
+            n = math.ceil(math.exp(rng.gauss(SESSION_LOG_MEAN, SESSION_LOG_SD)))
+            revisit = REVISIT_MAX * (1 - math.exp(-(n - 1) / REVISIT_SCALE))
+            open_intents = [t for t in intents if pools[(loc, t)].ids]
+            *picks, last = drifting_choices(rng, open_intents, n + 1, rng.randint(1, 2), explore=0.08)
+            prev = []
+            for t in picks:
+                if prev and rng.random() < revisit:
+                    prev.append(rng.choice(prev[-3:]))
                 else:
-                    items.append(rng.choice(by_locale_intent[(loc, t)]))
-            *prev, target = items
+                    prev.append(pools[(loc, t)].draw(rng, avoid=prev))
+            target = pools[(loc, last)].draw(rng, avoid=prev)  # a product the session has not shown yet
             f.write(f'"{numpy_list(prev)}",{target},{loc}\n')
     print(f"generated Amazon-M2 sample in {out}: {n_products:,} products, {n_sessions:,} sessions")
 
@@ -895,11 +993,17 @@ NEWS = {
     "entertainment": {
         "celebrity": ["{celebrity} stuns on the red carpet", "{celebrity} opens up about new album",
                       "{celebrity} and {celebrity} spotted together in {city}"],
-        "movies": ["'{movie}' tops the box office again", "{celebrity} joins the cast of '{movie}' sequel",
-                   "Review: '{movie}' is the film of the year"],
-        "tv": ["'{show}' finale recap: {number} big moments", "'{show}' renewed for another season",
-               "{celebrity} eliminated from '{show}'"],
-        "music": ["{celebrity} announces {number}-city tour", "{celebrity} tops the charts with new single"],
+    },
+    "movies": {
+        "movienews": ["'{movie}' tops the box office again", "{celebrity} joins the cast of '{movie}' sequel",
+                      "Review: '{movie}' is the film of the year"],
+    },
+    "tv": {
+        "tvnews": ["'{show}' finale recap: {number} big moments", "'{show}' renewed for another season",
+                   "{celebrity} eliminated from '{show}'"],
+    },
+    "music": {
+        "musicnews": ["{celebrity} announces {number}-city tour", "{celebrity} tops the charts with new single"],
     },
     "lifestyle": {
         "lifestylehomeandgarden": ["Genius tiny homes for big families", "{number} ways to make a small kitchen feel bigger",
@@ -923,12 +1027,28 @@ NEWS = {
     },
 }
 
+TAILS = [  # clauses that real headlines carry after their subject
+    ", officials say", " after weeks of speculation", ": here's what we know so far", ", and why it matters",
+    " for the first time in {number} years", ", according to a new report", " as fans react on social media",
+    " ahead of the busy holiday weekend", ": what you need to know", ", and people can't stop talking about it",
+    " in {city} on Tuesday night", " despite growing concerns from experts", ", sources say",
+    " — and the photos are stunning", " after a surprising turn of events", ": see the full list",
+    " this week, and experts weigh in", " with {number} days to go", " amid a wave of criticism",
+]
+
 ABSTRACTS = [
     "Here's what you need to know about the story everyone in {city} is talking about.",
     "The {number} details that matter, and what happens next.",
     "Experts weigh in on what it means for people in {state}.",
     "From {city} to {country}, here is the full story.",
     "It took {number} years, but it finally happened — and fans couldn’t be happier.",
+]
+
+DESC_EXTRAS = [  # sentences any product description may add
+    "Package includes 1 x {noun} and a user guide.", "Made to a high standard and tested for quality and safety.",
+    "If you have any questions, please contact us and we will reply within 24 hours.",
+    "Please allow 1-2 cm difference due to manual measurement.", "Colours may vary slightly from the photos.",
+    "Our {noun} makes a thoughtful gift for birthdays, Christmas and housewarmings.",
 ]
 
 PRODUCTS = {

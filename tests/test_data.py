@@ -22,6 +22,14 @@ def generated(tmp_path, dataset, users, seed=0):
     return dataset, raw
 
 
+@pytest.fixture(scope="module")
+def samples(tmp_path_factory):
+    """One generated sample of each dataset, big enough to profile: 3,000 MIND users, 20,000 Amazon-M2 sessions
+    (of which a few percent are UK sessions with 10-25 items, as in the real file)."""
+    root = tmp_path_factory.mktemp("samples")
+    return {"mind": generated(root, "mind", 3000), "amazon": generated(root, "amazon", 20000)}
+
+
 def files(folder):
     return {name: open(os.path.join(folder, name), "rb").read() for name in sorted(os.listdir(folder))}
 
@@ -33,9 +41,9 @@ def test_blocks_cut_oldest_first_with_a_partial_last_block():
     assert data.blocks([]) == []
 
 
-@pytest.mark.parametrize("dataset,users", [("mind", 400), ("amazon", 1200)])
-def test_generated_sample_builds_by_the_protocol(tmp_path, dataset, users):
-    raw = generated(tmp_path, dataset, users)
+@pytest.mark.parametrize("dataset", ["mind", "amazon"])
+def test_generated_sample_builds_by_the_protocol(tmp_path, samples, dataset):
+    raw = samples[dataset]
     meta = build(raw, tmp_path / "data", "--n-train", "100", "--n-val", "20", "--n-test", "20")
     splits = {s: data.load_split(str(tmp_path / "data"), s) for s in data.SPLITS}
     assert {s: len(u) for s, u in splits.items()} == {"train": 100, "val": 20, "test": 20}
@@ -61,6 +69,8 @@ def test_same_seed_gives_byte_identical_samples_and_another_seed_does_not(tmp_pa
     raw = generated(tmp_path, "mind", 300)
     again = generated(tmp_path / "again", "mind", 300)
     assert files(raw[1]) == files(again[1])  # generation is deterministic too
+    amazon, amazon_again = generated(tmp_path, "amazon", 2000), generated(tmp_path / "again", "amazon", 2000)
+    assert files(amazon[1]) == files(amazon_again[1])
     build(raw, tmp_path / "a", "--n-train", "50", "--n-val", "10", "--n-test", "10")
     build(raw, tmp_path / "b", "--n-train", "50", "--n-val", "10", "--n-test", "10")
     build(raw, tmp_path / "c", "--n-train", "50", "--n-val", "10", "--n-test", "10", "--seed", "1")
@@ -157,9 +167,9 @@ def test_authors_item_text_puts_the_id_first_and_caps_nothing(tmp_path):
     assert meta["protocol"]["fields"] == ["id", "Category", "SubCategory", "Title"]  # Table 1's 4 attributes
 
 
-@pytest.mark.parametrize("dataset,users", [("mind", 300), ("amazon", 3000)])
-def test_authors_item_text_on_generated_samples_has_their_names_in_their_order(tmp_path, dataset, users):
-    raw = generated(tmp_path, dataset, users)
+@pytest.mark.parametrize("dataset", ["mind", "amazon"])
+def test_authors_item_text_on_generated_samples_has_their_names_in_their_order(tmp_path, samples, dataset):
+    raw = samples[dataset]
     meta = build(raw, tmp_path / "data", "--n-train", "20", "--n-val", "5", "--n-test", "5", "--item-text", "authors")
     names = meta["protocol"]["fields"]
     assert names == (["id", "Category", "SubCategory", "Title"] if dataset == "mind" else
@@ -371,3 +381,33 @@ def test_stats_command_prints_table1_and_the_profile_beside_the_paper(tmp_path, 
     assert f"| Avg. # of tokens corresponding to an item ({tmp_path}/tokenizer's tokenizer) |" in out
     assert "| distinct categories per user | 2.00 | 6.70 |" in out
     assert "| sessions with 10-25 items | 0.500 | 0.033 |" in out and "| mean length of those | 12.00 | 12.56 |" in out
+
+
+# ---- The generated samples behave like real rows ----
+
+
+def off_by_more_than(measured, real, tolerance=0.2):
+    """The statistics more than `tolerance` (relative) away from the real value: {key: measured / real}."""
+    ratios = {key: measured[key] / value for key, _, value in real}
+    return {key: round(r, 2) for key, r in ratios.items() if not 1 - tolerance <= r <= 1 + tolerance}
+
+
+def test_generated_samples_profile_like_real_rows(tmp_path, samples):
+    build(samples["mind"], tmp_path / "mind")
+    users = [u for split in data.SPLITS for u in data.load_split(str(tmp_path / "mind"), split)]
+    items = data.load_items(str(tmp_path / "mind"))
+    assert off_by_more_than(data.mind_profile(users, items), data.REAL_MIND) == {}
+    # still predictable: a target's category is in the history clearly more often than a negative's
+    category = {item: re.search(r"Category: (\w+)", text).group(1) for item, text in items.items()}
+    read = [{category[item] for item in u["history"]} for u in users]
+    targets = data.mean(category[u["target"]] in c for u, c in zip(users, read))
+    negatives = data.mean(category[x] in c for u, c in zip(users, read) for x in u["negatives"])
+    assert targets > negatives + 0.1
+
+    sessions = data.session_profile(data.raw_sessions(samples["amazon"][1]))
+    assert off_by_more_than(sessions, data.REAL_AMAZON_SESSIONS) == {}
+    build(samples["amazon"], tmp_path / "amazon")
+    users = [u for split in data.SPLITS for u in data.load_split(str(tmp_path / "amazon"), split)]
+    sample = {"history": data.mean(len(u["history"]) for u in users),
+              "repeats": data.mean(data.repeats(u["history"]) for u in users)}
+    assert off_by_more_than(sample, data.REAL_AMAZON_SAMPLE) == {}
