@@ -2,19 +2,21 @@
 
 
 # ---- Summarizer prompts (paper Figures 3, 4, 6, 7) ----
-# Figures 6 (news block), 4 (merging summaries) and 7 (news update) are copied word for word. Figure 3's
-# text (a shopping block) is not in the paper's text, so the shopping prompts are the news ones with
-# shopping words, which is how §4.1.2 says the prompts carry over between domains. Sections are separated
-# by one blank line; numbered items by a newline, numbered summaries by a blank line, as in the figures.
-# `domain` is "news" (MIND) or "shopping" (Amazon-M2).
+# News: Figures 6 (block), 4 (merging summaries) and 7 (update), word for word. Shopping: the paper does
+# not print Figure 3's words, so the block and update instructions are the authors' own, word for word from
+# their released code (preprocess/amazon/summary_generation.py in zhengzhi-1997/LLM-TRSR) -- "above" and
+# the curly apostrophe in "user’s" included, as they wrote them. Only the headings follow trsr's layout.
+# Sections are separated by one blank line; numbered items by a newline, numbered summaries by a blank
+# line, as in the figures. `domain` is "news" (MIND) or "shopping" (Amazon-M2).
 
-SUM_BLOCK = {  # Figure 6; Figure 3
+SUM_BLOCK = {  # Figure 6; Figure 3 (the authors' code)
     "news": ("Given the historical news reading data of a user, including the categories and titles of the news, "
              "craft a concise summary that captures the user's news reading preferences."),
-    "shopping": ("Given the historical purchase data of a user, including the titles and attributes of the "
-                 "products, craft a concise summary that captures the user's shopping preferences."),
+    "shopping": ("Given the above historical purchase data of a user, including the titles, descriptions, and "
+                 "attributes of the items they have bought, craft a concise summary that captures the user's "
+                 "preferences, personality, and shopping habits."),
 }
-SUM_ITEMS = {"news": "[News Reading Data]", "shopping": "[Purchase Data]"}
+SUM_ITEMS = {"news": "[News Reading Data]", "shopping": "[Historical Purchase Data]"}
 
 SUM_MERGE = (  # Figure 4; the same for both domains
     "Given a series of user preferences summaries arranged in chronological order, generate a concise summary "
@@ -23,7 +25,7 @@ SUM_MERGE = (  # Figure 4; the same for both domains
     "given summaries.")
 SUM_SUMMARIES = "[User Preferences Summaries]"
 
-SUM_UPDATE = {  # Figure 7
+SUM_UPDATE = {  # Figure 7; the authors' code
     "news": ("Given the following summary of a user's news reading preference, and a list of recent news they "
              "have read, analyze whether the user's news reading preferences and habits have changed. Taking "
              "into account both the existing summary of user preferences and the user's most recent reading "
@@ -31,13 +33,13 @@ SUM_UPDATE = {  # Figure 7
              "Note that the newly generated summary of user preferences should be consistent with the format of "
              "the previous Preference Summary. It should serve as a complete summary of the user, rather than a "
              "separate narrative of the user's original summary and current preferences."),
-    "shopping": ("Given the following summary of a user's shopping preference, and a list of recent products "
-                 "they have purchased, analyze whether the user's shopping preferences and habits have changed. "
-                 "Taking into account both the existing summary of user preferences and the user's most recent "
-                 "purchase records, generate an updated concise summary that captures the user's shopping "
-                 "preferences. Note that the newly generated summary of user preferences should be consistent "
-                 "with the format of the previous Preference Summary. It should serve as a complete summary of "
-                 "the user, rather than a separate narrative of the user's original summary and current "
+    "shopping": ("Given the following summary of a user's preferences and a list of recent purchases they have "
+                 "made, analyze whether the user's shopping preferences and habits have changed. Taking into "
+                 "account both the existing summary of user preferences and the user’s most recent purchase "
+                 "records, generate an updated concise summary that captures the user's preferences, personality, "
+                 "and shopping habits. Note that the newly generated summary of user preferences should be "
+                 "consistent with the format of the previous Preference Summary. It should serve as a complete "
+                 "summary of the user, rather than a separate narrative of the user's original summary and current "
                  "preferences."),
 }
 SUM_PREVIOUS = "[Previous Preference Summary]"

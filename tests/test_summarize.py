@@ -88,22 +88,25 @@ def test_update_prompt_news_is_figure_7():
 
 
 def test_shopping_prompts():
+    # The authors' shopping prompts, word for word (the paper does not print Figure 3's words): "above" and
+    # the curly apostrophe in "user’s" are theirs.
     items = ["Title: Keplin Non-Slip Bath Mat; Price: 9.99; Color: Navy", "Title: NIVEA Care Shower Creme; Price: 1.0"]
     assert prompts.render_block("shopping", items) == (
-        "Given the historical purchase data of a user, including the titles and attributes of the products, craft a "
-        "concise summary that captures the user's shopping preferences.\n"
+        "Given the above historical purchase data of a user, including the titles, descriptions, and attributes of "
+        "the items they have bought, craft a concise summary that captures the user's preferences, personality, "
+        "and shopping habits.\n"
         "\n"
-        "[Purchase Data]\n"
+        "[Historical Purchase Data]\n"
         "1. Title: Keplin Non-Slip Bath Mat; Price: 9.99; Color: Navy\n"
         "2. Title: NIVEA Care Shower Creme; Price: 1.0")
     assert prompts.render_update("shopping", "Likes bath mats.", items[:1]) == (
-        "Given the following summary of a user's shopping preference, and a list of recent products they have "
-        "purchased, analyze whether the user's shopping preferences and habits have changed. Taking into account "
-        "both the existing summary of user preferences and the user's most recent purchase records, generate an "
-        "updated concise summary that captures the user's shopping preferences. Note that the newly generated "
-        "summary of user preferences should be consistent with the format of the previous Preference Summary. It "
-        "should serve as a complete summary of the user, rather than a separate narrative of the user's original "
-        "summary and current preferences.\n"
+        "Given the following summary of a user's preferences and a list of recent purchases they have made, "
+        "analyze whether the user's shopping preferences and habits have changed. Taking into account both the "
+        "existing summary of user preferences and the user\u2019s most recent purchase records, generate an "
+        "updated concise summary that captures the user's preferences, personality, and shopping habits. Note "
+        "that the newly generated summary of user preferences should be consistent with the format of the "
+        "previous Preference Summary. It should serve as a complete summary of the user, rather than a separate "
+        "narrative of the user's original summary and current preferences.\n"
         "\n"
         "[Previous Preference Summary]\n"
         "Likes bath mats.\n"
@@ -434,3 +437,24 @@ def test_paper_frame_runs_and_keys_its_own_cache(tmp_path, tiny):
     assert stats["generated"] == 2  # other prompt texts: nothing reused from the chat-frame run
     assert json.load(open(str(tmp_path / "run" / "s.meta.json")))["format"] == "paper"
     assert all("###" not in s for s in data.read_jsonl(out)[0]["steps"])
+
+
+def test_sampling_is_seeded_and_keys_its_own_cache(tmp_path, tiny):
+    """--sample (the authors' decoding): the same seed gives the same summaries, another seed other ones,
+    and no sampled summary is ever served from the greedy run's cache or another seed's."""
+    data_dir = write_data(tmp_path / "data", histories([10, 15, 5]))
+    runs = {}
+    for name, extra in [("greedy", []), ("s0", ["--sample", "--seed", "0"]), ("s0-again", ["--sample", "--seed", "0"]),
+                        ("s1", ["--sample", "--seed", "1"])]:
+        out = str(tmp_path / name / "s.jsonl")
+        stats = summarize.main(summarize_args(data_dir, out, tiny, "--paradigm", "recurrent", *extra))
+        assert stats["generated"] == 6  # 2 + 3 + 1 blocks, each folder with a cache of its own
+        runs[name] = [r["steps"] for r in data.read_jsonl(out)]
+    assert runs["s0"] == runs["s0-again"]
+    assert runs["s0"] != runs["s1"] and runs["s0"] != runs["greedy"]
+    out = str(tmp_path / "greedy" / "s.jsonl")  # sampling beside the greedy cache generates anew ...
+    assert summarize.main(summarize_args(data_dir, out, tiny, "--paradigm", "recurrent", "--sample"))["generated"] == 6
+    meta = json.load(open(str(tmp_path / "greedy" / "s.meta.json")))
+    assert meta["settings"]["do_sample"] is True and meta["settings"]["seed"] == 0
+    # ... and then serves both from that one cache
+    assert summarize.main(summarize_args(data_dir, out, tiny, "--paradigm", "recurrent"))["generated"] == 0
