@@ -10,12 +10,12 @@ $ torchrun --standalone --nproc_per_node 4 summarize.py --data data/mind --parad
       --out runs/mind/summaries-recurrent.jsonl --model upstage/llama-30b-instruct-2048 --quantize 8bit --format paper
 
 Users run in lockstep: the block prompts of a batch of users go through the model together, then all
-their merges (or all their step-t updates), left padded, greedy. Every generation is cached by its
-content (model, exact prompt text, generation settings) in an append-only JSON-lines file beside --out,
-written as it goes. So a run killed at any point redoes nothing it had finished, a second run generates
-nothing, and when a user's history grows by a block only the new work runs (recurrent: one update;
-hierarchical: the new block and the merges above it). Paradigms share the cache: recurrent's first step
-is hierarchical's first block summary.
+their merges (or all their step-t updates), left padded, greedy (or sampled with --sample, seeded). Every
+generation is cached by its content (model, exact prompt text, generation settings) in an append-only
+JSON-lines file beside --out, written as it goes. So a run killed at any point redoes nothing it had
+finished, a second run generates nothing, and when a user's history grows by a block only the new work
+runs (recurrent: one update; hierarchical: the new block and the merges above it). Paradigms share the
+cache: recurrent's first step is hierarchical's first block summary.
 
 Writes --out, one line per user {"user", "paradigm", "summary", "steps": [every generated summary, in
 order]}, and beside it the same name ending in .meta.json instead of .jsonl: config, model, run counts.
@@ -30,7 +30,6 @@ import time
 
 import torch
 import torch.distributed as dist
-from tqdm import tqdm
 from transformers import GenerationConfig
 
 import data
@@ -53,7 +52,13 @@ parser.add_argument("--max-new-tokens", type=int, default=128)
 parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"], help="auto: bf16 on GPU, fp32 on CPU")
 parser.add_argument("--quantize", default="none", choices=["none", "8bit", "4bit"], help="load the summarizer through bitsandbytes (paper: 8-bit)")
 parser.add_argument("--cache", default=None, help="generation cache file (default: summarize_cache.jsonl beside --out)")
-parser.add_argument("--seed", type=int, default=0, help="decoding is greedy; the seed is set for anything else that draws")
+parser.add_argument("--seed", type=int, default=0, help="seeds sampling (--sample); greedy decoding draws nothing")
+# Greedy is the default, so a summary is a function of its prompt. The authors sampled with transformers'
+# defaults (do_sample=True and nothing else: temperature 1, top-k 50, top-p 1), which --sample reproduces.
+parser.add_argument("--sample", action="store_true", help="sample instead of greedy decoding, as the authors did")
+parser.add_argument("--temperature", type=float, default=1.0, help="with --sample")
+parser.add_argument("--top-k", type=int, default=50, help="with --sample (0: no top-k)")
+parser.add_argument("--top-p", type=float, default=1.0, help="with --sample")
 
 
 # ---- Paradigms ----
@@ -127,20 +132,21 @@ def cache_key(model_id, text, settings):
     return hashlib.sha256(json.dumps([model_id, text, settings], ensure_ascii=False).encode()).hexdigest()
 
 
-def generation_config(model, tokenizer, max_new_tokens, fmt="chat"):
-    """Greedy (the authors sampled, which made their summaries unrepeatable), ending at the model's or the
+def generation_config(model, tokenizer, max_new_tokens, fmt="chat", sample=None):
+    """Greedy, or sampling with sample = {"temperature", "top_k", "top_p"}, ending at the model's or the
     tokenizer's end-of-turn token. In the paper's frame, where nothing but the text marks a turn, also at
     "###": stopping there saves the tokens of a hallucinated next turn. (Only there: transformers prepares
     a stop string by walking the whole vocabulary once per process, ~15-45 s for SmolLM2's 49k tokens.)"""
     eos = model.generation_config.eos_token_id
     eos = sorted({tokenizer.eos_token_id, *(eos if isinstance(eos, list) else [eos] if eos is not None else [])})
-    return GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos,
-                            pad_token_id=tokenizer.pad_token_id, stop_strings=["###"] if fmt == "paper" else None)
+    return GenerationConfig(max_new_tokens=max_new_tokens, do_sample=sample is not None, **(sample or {}),
+                            eos_token_id=eos, pad_token_id=tokenizer.pad_token_id,
+                            stop_strings=["###"] if fmt == "paper" else None)
 
 
 @torch.no_grad()
 def generate(model, tokenizer, texts, gen_config, add_special_tokens):
-    """Greedy continuations of a batch of prompt texts, left padded: (output texts, tokens generated each)."""
+    """Continuations of a batch of prompt texts, left padded: (output texts, tokens generated each)."""
     enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=add_special_tokens).to(model.device)
     out = model.generate(**enc, generation_config=gen_config, tokenizer=tokenizer)
     outputs, counts = [], []
@@ -224,11 +230,14 @@ def main(args):
     fmt = args.format or ("chat" if tokenizer.chat_template else "paper")
     # the chat template writes its own special tokens; the paper's frame is plain text after the usual BOS
     add_special_tokens = fmt == "paper"
-    gen_config = generation_config(model, tokenizer, args.max_new_tokens, fmt)
+    sample = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p} if args.sample else None
+    gen_config = generation_config(model, tokenizer, args.max_new_tokens, fmt, sample)
     markers = ["###", *(t for t in tokenizer.all_special_tokens if t)]
     model_id = os.path.abspath(args.model) if os.path.exists(args.model) else args.model
-    settings = {"max_new_tokens": args.max_new_tokens, "do_sample": False, "dtype": str(model.dtype).removeprefix("torch."),
+    settings = {"max_new_tokens": args.max_new_tokens, "do_sample": args.sample, "dtype": str(model.dtype).removeprefix("torch."),
                 "quantize": args.quantize}
+    if args.sample:  # a sampled summary is one draw: cached under the seed that drew it, so --seed 1 draws anew
+        settings.update(sample, seed=args.seed)
     print0(f"{len(users)} users ({len(mine)} on this rank), {args.paradigm}, {domain} prompts, format {fmt}, "
            f"model {args.model} ({str(model.dtype)} on {device})")
 
@@ -238,7 +247,7 @@ def main(args):
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     part = open(f"{args.out}.rank{rank}", "w", encoding="utf-8")  # this rank's users, as they finish
     stats = dict(users=0, requests=0, generated=0, tokens=0, gen_seconds=0.0, summary_tokens=0, history_tokens=0, empty=0)
-    pbar = tqdm(total=len(mine), unit="user", disable=rank != 0, dynamic_ncols=True)
+    pbar = trsr.progress(len(mine), f"summarize {args.paradigm}", "users", show=rank == 0)
 
     def llm(contents):
         """Summaries for a list of prompts: the cached ones from the cache, the rest generated in batches
@@ -249,6 +258,9 @@ def main(args):
         for b in range(0, len(todo), args.batch_size):
             chunk = todo[b:b + args.batch_size]
             t0 = time.time()
+            if args.sample:  # each batch's draws depend on the seed and its prompts only, not on what ran before
+                torch.manual_seed(int(hashlib.sha256((str(args.seed) + "".join(k for k, _ in chunk)).encode())
+                                      .hexdigest()[:15], 16))
             outputs, counts = generate(model, tokenizer, [t for _, t in chunk], gen_config, add_special_tokens)
             stats["gen_seconds"] += time.time() - t0
             for (k, _), output, n in zip(chunk, outputs, counts):
