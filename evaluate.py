@@ -250,14 +250,13 @@ def claim_folder(out_dir, run):
 
 def score_users(model, tokenizer, users, items, summaries, domain, settings, yes_no, out_path, rank, world, prefix_cache, progress_desc):
     """Score this rank's users (stride `world`) that no scores file holds yet; append each to out_path."""
-    from tqdm import tqdm
     import trsr
 
     done = read_scores(glob.glob(os.path.join(os.path.dirname(out_path), "scores*.jsonl")))
     mine = users[rank::world]
     todo = [u for u in mine if u["user"] not in done]
     n_cand = 1 + len(users[0]["negatives"])
-    bar = tqdm(total=len(todo) * n_cand, unit="cand", desc=progress_desc, disable=rank != 0, dynamic_ncols=True)
+    bar = trsr.progress(len(todo) * n_cand, f"score {progress_desc}", "candidates", show=rank == 0)
     shortened = 0
     fd = trsr.open_append(out_path)
     try:

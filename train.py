@@ -28,6 +28,9 @@ import time
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+
+import trsr  # before peft: it quiets an import-time warning of bitsandbytes, which peft imports
+
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
                                                      get_optimizer_state_dict, set_optimizer_state_dict)
@@ -37,7 +40,6 @@ from tqdm import tqdm
 
 import data
 import prompts
-import trsr
 
 parser = argparse.ArgumentParser(description="LoRA fine-tuning of the LLM-TRSR recommender")
 parser.add_argument("--data", required=True, help="folder written by data.py (meta.json, items.jsonl, train.jsonl)")
@@ -60,10 +62,12 @@ parser.add_argument("--batch-size", type=int, default=1, help="micro batch per p
 parser.add_argument("--grad-accum", type=int, default=64,
                     help="micro batches per optimizer step, over all processes: global batch = batch-size x grad-accum")
 parser.add_argument("--lr", type=float, default=1e-4)
-parser.add_argument("--lr-schedule", default="linear", choices=["linear", "constant"],
-                    help="linear decay to 0 over the run (the default of the trainer the authors used) or constant")
-parser.add_argument("--warmup", type=int, default=0, help="optimizer steps of linear warmup")
-parser.add_argument("--weight-decay", type=float, default=0.0)
+# The authors ran DeepSpeed's WarmupLR: constant after a warm-up of 0 steps, which DeepSpeed raises to 2
+parser.add_argument("--lr-schedule", default="constant", choices=["constant", "linear"],
+                    help="constant after the warm-up (the authors'), or linear decay to 0 over the run")
+parser.add_argument("--warmup", type=int, default=2, help="optimizer steps of linear warm-up")
+parser.add_argument("--weight-decay", type=float, default=5e-4, help="AdamW weight decay (the authors': 5e-4)")
+parser.add_argument("--adam-beta2", type=float, default=0.95, help="AdamW beta2 (the authors': 0.95)")
 parser.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm (0: no clipping)")
 parser.add_argument("--lora-r", type=int, default=8)
 parser.add_argument("--lora-alpha", type=int, default=16)
@@ -71,6 +75,9 @@ parser.add_argument("--lora-dropout", type=float, default=0.05)
 parser.add_argument("--lora-targets", default="q_proj,k_proj,v_proj,o_proj",
                     help="comma-separated module names (Pythia: query_key_value,dense)")
 parser.add_argument("--seed", type=int, default=0)
+parser.add_argument("--grad-checkpoint", action="store_true",
+                    help="recompute each decoder layer's activations in the backward pass: memory for long prompts "
+                         "(the paper's 2048 tokens) at the cost of about one more forward")
 # checkpoints
 parser.add_argument("--save-every", type=int, default=0,
                     help="also checkpoint every K optimizer steps, so an interrupted epoch loses little (0: epoch ends only)")
@@ -92,6 +99,8 @@ if ddp:
         torch.cuda.set_device(device)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
 master = rank == 0
+if device.type == "cpu":
+    trsr.keep_heap_small()  # activations are freed and allocated again every step
 
 
 def print0(*a):
@@ -119,7 +128,7 @@ if args.resume:
         raise SystemExit(f"--resume: no checkpoint in {ckpt_dir}")
     state = torch.load(os.path.join(ckpt_dir, "state.pt"), weights_only=True)
     # flags that change what is computed must match the interrupted run
-    differ = [k for k in config if k not in ("resume", "stop_after", "save_every", "out")
+    differ = [k for k in config if k not in ("resume", "stop_after", "save_every", "out", "grad_checkpoint")
               and config[k] != state["config"].get(k)]
     if differ:
         raise SystemExit("--resume: these flags differ from the checkpoint's run: "
@@ -137,7 +146,8 @@ users = users[:args.limit] if args.limit else users
 summaries = data.load_summaries(args.summaries) if use_summary else {}
 items_path, train_path = os.path.join(args.data, "items.jsonl"), os.path.join(args.data, "train.jsonl")
 samples, n_short = [], 0  # samples: token ids of prompt + answer
-for user in tqdm(users, desc="building prompts", disable=not master, leave=False):
+bar = trsr.progress(len(users), "building prompts", "users", show=master)
+for user in users:
     if not user["negatives"]:
         raise ValueError(f"{train_path}: user {user['user']!r} has no negative")
     summary, history = trsr.recommender_inputs(user, items, summaries, args.recent, use_summary, args.tallrec,
@@ -152,6 +162,8 @@ for user in tqdm(users, desc="building prompts", disable=not master, leave=False
         # the answer is appended as its id, which answer_token_ids checked equals tokenizing the text
         samples.append(tokenizer(prefix + suffix)["input_ids"] + [answer])
         n_short += shortened
+    bar.update(1)
+bar.close()
 lengths = [len(s) for s in samples]
 steps_per_epoch = len(samples) // global_batch
 if steps_per_epoch == 0:
@@ -175,6 +187,10 @@ else:
     model = get_peft_model(model, LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
                                              target_modules=args.lora_targets.split(","), task_type="CAUSAL_LM"))
 model.train()
+if args.grad_checkpoint:
+    # non-reentrant: it needs no input that requires grad (the base is frozen, only LoRA trains), and under
+    # FSDP2 the recomputed layer simply gathers its weights again
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
 print0(f"LoRA r {args.lora_r} on {args.lora_targets}: {n_train:,} trainable of "
        f"{sum(p.numel() for p in model.parameters()):,} parameters")
@@ -190,7 +206,9 @@ if ddp:
         fully_shard(layer, mesh=mesh)
     fully_shard(model, mesh=mesh)
 params = [p for p in model.parameters() if p.requires_grad]
-optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
+print0(f"AdamW lr {args.lr} ({args.lr_schedule} after {args.warmup} warm-up steps), betas (0.9, {args.adam_beta2}), "
+       f"weight decay {args.weight_decay}" + ("; activation checkpointing" if args.grad_checkpoint else ""))
+optimizer = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, args.adam_beta2), weight_decay=args.weight_decay)
 
 
 def get_lr(step):
@@ -265,7 +283,9 @@ else:
 
 # ---- training loop ----
 pad_id = tokenizer.pad_token_id
-pbar = tqdm(total=total_steps, initial=start_step, unit="step", disable=not master, dynamic_ncols=True)
+# a bar on a terminal only: a log file already gets one line per step
+pbar = tqdm(total=total_steps, initial=start_step, unit="step", disable=not (master and sys.stderr.isatty()),
+            dynamic_ncols=True)
 t_start = time.time()
 order = None
 for step in range(start_step, total_steps):

@@ -7,17 +7,84 @@ $ python trsr.py --dataset amazon --recent 0,1,3,5
 $ python trsr.py --preset paper --raw MINDlarge_train --summarizer upstage/llama-30b-instruct-2048 \
       --summarizer-quantize 8bit --model meta-llama/Llama-2-7b-hf --nproc 8
 """
+import ctypes
 import hashlib
 import importlib.metadata
 import json
+import logging
 import os
 import shutil
+import sys
 import time
+import warnings
 
 import torch
+from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import prompts
+
+# ---- Quiet libraries ----
+# Warnings that no trsr user can act on, silenced where they start. bitsandbytes, which peft imports whenever
+# it is installed, warns at import on CPUs with AVX512-BF16 that an optional hub kernel for 4-bit matmuls is
+# missing (trsr quantizes only for the summarizer, on GPUs); import trsr before peft for this to apply.
+logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+# peft reads a transformers attribute that transformers has deprecated, on every get_peft_model.
+warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+
+
+def keep_heap_small():
+    """Hand freed tensor memory back to the operating system at once (glibc; elsewhere a no-op).
+
+    glibc raises its mmap threshold each time a large block is freed, so after the first training step the
+    activations of every later step come from the heap, which glibc keeps: a CPU training process then holds
+    several times the memory it uses (the README's Measured section). A fixed threshold turns that off."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (macOS, musl)
+        return
+    M_MMAP_THRESHOLD = -3  # from glibc's malloc.h
+    libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024)  # glibc's own starting value, now fixed
+
+
+# ---- Progress ----
+
+class LogProgress:
+    """tqdm's update / set_postfix_str / close, written as one plain line every `every` seconds and at the end:
+    what a log file should get instead of a bar redrawn with carriage returns."""
+
+    def __init__(self, total, desc, unit, initial=0, every=10.0):
+        self.total, self.desc, self.unit, self.every = total, desc, unit, every
+        self.done, self.start_done, self.postfix = initial, initial, ""
+        self.t0 = self.last = time.time()
+
+    def update(self, n=1):
+        self.done += n
+        if time.time() - self.last >= self.every or self.done == self.total:
+            self.write()
+
+    def set_postfix_str(self, text):
+        self.postfix = text
+
+    def write(self):
+        self.last = time.time()
+        rate = (self.done - self.start_done) / max(self.last - self.t0, 1e-9)
+        left = (self.total - self.done) / rate if rate > 0 else float("inf")
+        print(f"{self.desc}: {self.done}/{self.total} {self.unit}, {rate:.2f} {self.unit}/s, "
+              f"{left:.0f} s left" + (f", {self.postfix}" if self.postfix else ""), file=sys.stderr, flush=True)
+
+    def close(self):
+        if self.done != self.total:  # stopped early: say where
+            self.write()
+
+
+def progress(total, desc, unit, show=True, initial=0):
+    """A progress bar on a terminal, plain lines in a log file, nothing when show is False (other ranks)."""
+    if not show:
+        return tqdm(total=total, disable=True)
+    if sys.stderr.isatty():
+        return tqdm(total=total, desc=desc, unit=unit, initial=initial, dynamic_ncols=True)
+    return LogProgress(total, desc, unit, initial=initial)
 
 # ---- Models ----
 # One loader for every stage: a hub id, a local Hugging Face folder, a .gguf file, or DEFAULT_MODEL.
