@@ -125,26 +125,32 @@ def load_summaries(path):
 
 
 class Progress:
-    """Bytes read of a file as a progress line: done, rate, time left. Prints to stderr every ~2 s."""
+    """Bytes read of a file as a progress line: done, rate, time left, on stderr. A terminal gets one line
+    redrawn every ~2 s; a log file gets a plain line every ~30 s, with no carriage returns to garble it."""
 
     def __init__(self, path, what):
         self.path, self.what, self.total = path, what, os.path.getsize(path)
         self.done, self.rows = 0, 0
         self.t0 = self.last = time.time()
+        self.tty = sys.stderr.isatty()
 
     def update(self, nbytes, rows=1):
         self.done += nbytes
         self.rows += rows
         now = time.time()
-        if now - self.last > 2:
+        if now - self.last > (2 if self.tty else 30):
             self.last = now
             rate = self.done / max(now - self.t0, 1e-9)
             left = (self.total - self.done) / max(rate, 1e-9)
-            print(f"\r{self.what}: {self.rows:,} lines, {self.done / 2**20:,.0f}/{self.total / 2**20:,.0f} MiB, "
-                  f"{self.rows / max(now - self.t0, 1e-9):,.0f} lines/s, {left:.0f} s left ", end="", file=sys.stderr)
+            start = "\r" if self.tty else ""  # back to the start of the line, to draw over it
+            print(f"{start}{self.what}: {self.rows:,} lines, "
+                  f"{self.done / 2**20:,.0f}/{self.total / 2**20:,.0f} MiB, "
+                  f"{self.rows / max(now - self.t0, 1e-9):,.0f} lines/s, {left:.0f} s left ",
+                  end="" if self.tty else "\n", file=sys.stderr)
 
     def close(self):
-        print(f"\r{self.what}: {self.rows:,} lines in {time.time() - self.t0:.1f} s" + " " * 30, file=sys.stderr)
+        line = f"{self.what}: {self.rows:,} lines in {time.time() - self.t0:.1f} s"
+        print(f"\r{line}{' ' * 30}" if self.tty else line, file=sys.stderr)
 
 
 def open_lines(path, sha, progress):

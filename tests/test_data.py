@@ -411,3 +411,11 @@ def test_generated_samples_profile_like_real_rows(tmp_path, samples):
     sample = {"history": data.mean(len(u["history"]) for u in users),
               "repeats": data.mean(data.repeats(u["history"]) for u in users)}
     assert off_by_more_than(sample, data.REAL_AMAZON_SAMPLE) == {}
+
+
+def test_progress_in_a_log_file_is_plain_lines(tmp_path):
+    raw = write_mind(tmp_path / "raw", behaviors=mind_behaviors())
+    command = ["data.py", "--dataset", "mind", "--raw", raw[1], "--out", str(tmp_path / "d"), "--n-train", "1", "--n-val", "1"]
+    proc = subprocess.run([sys.executable, *command], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0 and "\r" not in proc.stderr  # no carriage return when stderr is not a terminal
+    assert "news.tsv: 59 lines in" in proc.stderr
