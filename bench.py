@@ -240,6 +240,41 @@ def bench_scoring(args):
                       f"candidates/s; max abs Δp {diff:.1e}; ~{n_prefix:.0f}-token prefix, ~{n_suffix:.0f}-token candidates"]]}
 
 
+# ---- Conventional baselines ----
+
+
+def bench_baselines(args):
+    """baselines.py on a MIND-sized generated sample (10,000 / 1,000 / 1,000 users): item embedding rate with the
+    default encoder, then each model's training (with validation selection) and test scoring, one child process each
+    so that each peak memory is its own."""
+    import data
+    root = tempfile.mkdtemp(prefix="trsr-bench-baselines-")
+    data.main(["--generate", "mind", "--out", os.path.join(root, "raw"), "--users", "20000", "--seed", "0"])
+    data.main(["--dataset", "mind", "--raw", os.path.join(root, "raw"), "--out", os.path.join(root, "data")])
+    here = os.path.dirname(os.path.abspath(__file__))
+    result, rows = {}, []
+    for model in ["ncf", "din", "dien", "gru4rec", "narm", "sasrec", "core"]:  # the first run embeds the items too
+        cmd = [sys.executable, "-c", "import sys, baselines, bench; baselines.main(sys.argv[1:]); "
+               "print('PEAK', bench.peak_memory()['peak_rss_gib'])", "--data", os.path.join(root, "data"),
+               "--out", os.path.join(root, "out"), "--models", model]
+        log = subprocess.run(cmd, check=True, cwd=here, capture_output=True, text=True).stdout
+        with open(os.path.join(root, "out", model, "results.json")) as f:
+            r = json.load(f)
+        peak = float(log.rsplit("PEAK ", 1)[1])
+        result[model] = {"train_seconds": r["train_seconds"], "score_seconds": r["score_seconds"],
+                         "epochs": len(data.read_jsonl(os.path.join(root, "out", model, "log.jsonl"))),
+                         "best_epoch": r["selection"]["epoch"], "peak_rss_gib": peak,
+                         "recall_at_3": round(r["methods"][r["name"]]["metrics"]["Recall@3"][0], 4)}
+        if "items/s" in log:
+            result["embedding_items_per_second"] = float(log.split(" at ", 1)[1].split(" items/s")[0].replace(",", ""))
+        m = result[model]
+        rows.append([f"baselines: {r['name']}", f"{m['train_seconds'] + m['score_seconds']:.0f} s train + score",
+                     f"{m['epochs']} epochs (best {m['best_epoch']}), test Recall@3 {m['recall_at_3']:.3f}, peak {peak:.2f} GiB"])
+    total = sum(m["train_seconds"] + m["score_seconds"] for k, m in result.items() if isinstance(m, dict))
+    rows.insert(0, ["baselines: embed items (all-MiniLM-L6-v2)", f"{result['embedding_items_per_second']:,.0f} items/s",
+                    f"{total:.0f} s for all seven models' training and scoring, 10,000 / 1,000 / 1,000 users"])
+    return {**result, "total_seconds": round(total, 1), "rows": rows}
+
 # ---- At scale: a randomly initialised Llama of a given size, no weights needed ----
 
 # (hidden, layers, attention heads, key/value heads, feed-forward): Llama-2-7b's shape, a 1B one, and a tiny
@@ -316,7 +351,8 @@ def bench_gpu(args):
                       f"LoRA r 8, micro batch 1, {tokens / (len(samples)):.0f}-token prompts; scoring {cands:.1f} candidates/s"]]}
 
 
-SECTIONS = {"data": bench_data, "summarize": bench_summarize, "train": bench_train, "scoring": bench_scoring, "gpu": bench_gpu}
+SECTIONS = {"data": bench_data, "summarize": bench_summarize, "train": bench_train, "scoring": bench_scoring,
+            "baselines": bench_baselines, "gpu": bench_gpu}
 GPU_SECTIONS = {"gpu"}  # run only when asked with --only
 
 

