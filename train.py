@@ -7,7 +7,7 @@ $ python train.py --data runs/mind/data --summaries runs/mind/summaries.jsonl --
 Several processes, the model sharded with FSDP2 (nccl on GPUs, gloo on CPUs):
 $ torchrun --standalone --nproc_per_node 8 train.py --data ... --summaries ... --out ...
 What learned at the default model's 135M scale (200 users, 100 steps; the paper's defaults are for 7B):
-$ python train.py --data D --summaries S --out O --limit 200 --loss answer --lr 1e-3 --batch-size 4 --grad-accum 1 --epochs 1
+$ python train.py --data D --summaries S --out O --limit 200 --loss answer --lr 1e-3 --grad-accum 4 --epochs 1
 The TALLRec baseline (no summary, the whole raw history in the prompt):
 $ python train.py --data D --out O --tallrec
 Continue an interrupted run from its last checkpoint:

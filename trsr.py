@@ -7,9 +7,11 @@ $ python trsr.py --dataset amazon --recent 0,1,3,5
 $ python trsr.py --preset paper --raw MINDlarge_train --summarizer upstage/llama-30b-instruct-2048 \
       --summarizer-quantize 8bit --model meta-llama/Llama-2-7b-hf --nproc 8
 """
+import contextlib
 import ctypes
 import hashlib
 import importlib.metadata
+import io
 import json
 import logging
 import os
@@ -21,6 +23,7 @@ import warnings
 import torch
 from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers.utils import logging as transformers_logging
 
 import prompts
 
@@ -31,6 +34,8 @@ import prompts
 logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 # peft reads a transformers attribute that transformers has deprecated, on every get_peft_model.
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+if not sys.stderr.isatty():  # a log file gets no bar redrawn with carriage returns ("Loading weights")
+    transformers_logging.disable_progress_bar()
 
 
 def keep_heap_small():
@@ -39,6 +44,8 @@ def keep_heap_small():
     glibc raises its mmap threshold each time a large block is freed, so after the first training step the
     activations of every later step come from the heap, which glibc keeps: a CPU training process then holds
     several times the memory it uses (the README's Measured section). A fixed threshold turns that off."""
+    if "MALLOC_MMAP_THRESHOLD_" in os.environ:  # glibc's own setting, chosen by the user: theirs wins
+        return
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:  # not glibc (macOS, musl)
@@ -63,14 +70,16 @@ class LogProgress:
         if time.time() - self.last >= self.every or self.done == self.total:
             self.write()
 
-    def set_postfix_str(self, text):
+    def set_postfix_str(self, text):  # news within an item (a batch generated): a line if one is due
         self.postfix = text
+        if time.time() - self.last >= self.every:
+            self.write()
 
     def write(self):
         self.last = time.time()
         rate = (self.done - self.start_done) / max(self.last - self.t0, 1e-9)
         left = (self.total - self.done) / rate if rate > 0 else float("inf")
-        print(f"{self.desc}: {self.done}/{self.total} {self.unit}, {rate:.2f} {self.unit}/s, "
+        print(f"{self.desc}: {self.done}/{self.total} {self.unit}, {rate:.3g} {self.unit}/s, "
               f"{left:.0f} s left" + (f", {self.postfix}" if self.postfix else ""), file=sys.stderr, flush=True)
 
     def close(self):
@@ -129,12 +138,15 @@ def convert_gguf(gguf, folder):
     """GGUF file -> fp32 Hugging Face folder. Written to a temporary folder and renamed into place, so a
     killed conversion leaves nothing half-written and concurrent ranks don't clash."""
     from transformers import GgufConfig
-    print(f"converting {gguf} -> {folder} (once; ~30 s)")
+    print(f"converting {gguf} -> {folder} (once; ~30 s)", flush=True)
     where, file = os.path.split(os.path.abspath(gguf))
-    tokenizer = AutoTokenizer.from_pretrained(where, gguf_file=file)
-    # without dequantize=True a GGUF-loaded model refuses save_pretrained
-    model = AutoModelForCausalLM.from_pretrained(where, gguf_file=file, dtype=torch.float32,
-                                                 quantization_config=GgufConfig(dequantize=True))
+    # transformers draws a bar over the GGUF tensors with a tqdm of its own: in a log file, nothing
+    quiet = contextlib.nullcontext() if sys.stderr.isatty() else contextlib.redirect_stderr(io.StringIO())
+    with quiet:
+        tokenizer = AutoTokenizer.from_pretrained(where, gguf_file=file)
+        # without dequantize=True a GGUF-loaded model refuses save_pretrained
+        model = AutoModelForCausalLM.from_pretrained(where, gguf_file=file, dtype=torch.float32,
+                                                     quantization_config=GgufConfig(dequantize=True))
     tmp = f"{folder}.tmp-{os.getpid()}"
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
@@ -342,6 +354,10 @@ def read_appended(path, key):
 def score_candidates(model, tokenizer, prefix, suffixes, yes_no, prefix_cache=True):
     """p for each candidate: the probability of 'Yes' against 'No' after prefix + suffix, in fp32.
 
+    p = softmax(logit_yes, logit_no)[yes], as the authors' code computes it. The paper's eq. 3 writes the
+    softmax over eq. 2's probabilities instead; the two rank alike only when the rest of the vocabulary
+    takes the same mass for every candidate, so this one is the score, stated as such in the README.
+
     prefix_cache=True runs the shared prefix once, repeats its key/value cache for every candidate, and
     runs all suffixes as one right-padded batch; output logits are computed only at each row's last real
     token, and only for the two answer tokens. prefix_cache=False is the straightforward way, one whole
@@ -379,16 +395,18 @@ def score_candidates(model, tokenizer, prefix, suffixes, yes_no, prefix_cache=Tr
 # train.py --resume, evaluate.py's scores); one whose command changed starts afresh.
 # The paper's settings are the stage scripts' defaults; the presets below trade them for minutes on a CPU.
 
+# CPU presets: the answer-only loss and a 10x rate are what a 135M recommender learns from in minutes; one
+# prompt per micro batch, accumulated to 4, holds a quarter of the activations of 4 padded prompts for the
+# same loss (README: Measured).
 PRESETS = {
-    # every stage for real on a small sample: 7 minutes on 2 CPU cores, its numbers mostly noise (README)
+    # every stage for real on a small sample, in minutes; its numbers are mostly noise
     "default": {"users": 200, "split": (20, 0, 10),
                 "summarize": ["--max-new-tokens", "32", "--splits", "train,test"],
-                "train": ["--epochs", "1", "--loss", "answer", "--lr", "1e-3", "--batch-size", "4", "--grad-accum", "1"]},
-    # enough training that the fine-tuned rows beat random beyond the noise (Recall@3 ~0.7 against 0.14 in its
-    # first run); 58 minutes on 2 cores (README)
+                "train": ["--epochs", "1", "--loss", "answer", "--lr", "1e-3", "--batch-size", "1", "--grad-accum", "4"]},
+    # enough users and steps for the fine-tuned rows to separate from the baselines, in about an hour
     "cpu": {"users": 800, "split": (200, 0, 50),
             "summarize": ["--max-new-tokens", "48", "--splits", "train,test"],
-            "train": ["--epochs", "1", "--loss", "answer", "--lr", "1e-3", "--batch-size", "4", "--grad-accum", "1"]},
+            "train": ["--epochs", "1", "--loss", "answer", "--lr", "1e-3", "--batch-size", "1", "--grad-accum", "4"]},
     # the paper's setting: real data, 10,000 / 1,000 / 1,000 users, every stage at its script's defaults
     # (Llama-2-7b recommender, 8 epochs, accumulation 64); pass --summarizer and --model, and --nproc for GPUs
     "paper": {"users": 0, "split": (10_000, 1_000, 1_000), "summarize": [], "train": []},
@@ -413,7 +431,8 @@ def pipeline(argv=None):
     parser.add_argument("--recent", default="3", help="recent items in the prompt; a list such as 0,1,3,5 trains one "
                         "recommender per value and plots the paper's Figure 9")
     parser.add_argument("--nproc", type=int, default=1, help="processes per stage (torchrun), e.g. the GPUs of a node")
-    parser.add_argument("--users", type=int, help="override the preset: users (sessions) of the generated sample")
+    parser.add_argument("--users", type=int, help="override the preset: users of the generated sample (Amazon-M2: "
+                        "about this many users, from 80 times as many sessions)")
     parser.add_argument("--split", help="override the preset: train,val,test users, e.g. 60,10,30")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -460,7 +479,10 @@ def pipeline(argv=None):
 
     raw = args.raw or os.path.join(out, "raw")
     if not args.raw:
-        stage("generate", py + ["data.py", "--generate", args.dataset, "--out", raw, "--users", str(preset["users"]),
+        # --users counts Amazon-M2 sessions over all locales, and as in the real file only about 1 in 80 is a UK
+        # session of 10-25 items: ask for enough of them to give the preset's users
+        n = preset["users"] * (80 if args.dataset == "amazon" else 1)
+        stage("generate", py + ["data.py", "--generate", args.dataset, "--out", raw, "--users", str(n),
                                 "--seed", str(args.seed)], raw)
     data_dir = os.path.join(out, "data")
     n_train, n_val, n_test = preset["split"]
@@ -497,9 +519,15 @@ def pipeline(argv=None):
                                       "--split", "test", "--out", ev, "--name", "zero-shot", "--recent", str(main_recent)],
           ev, after=["summarize-hierarchical"])
     evals.append(ev)
+    # the paper's conventional baselines, trained on the same users and ranking the same candidates
+    conventional = os.path.join(out, "baselines")
+    models = ["ncf", "din", "dien", "gru4rec", "narm", "sasrec", "core"]
+    stage("baselines", py + ["baselines.py", "--data", data_dir, "--out", conventional, "--models", ",".join(models),
+                             "--seed", str(args.seed)], conventional, after=["data"])
     table = os.path.join(out, "table")
     stage("table", py + ["evaluate.py", "--data", data_dir, "--split", "test", "--out", table, "--baselines-only",
-                         "--include"] + evals, table, after=[f"eval-{os.path.basename(e)[5:]}" for e in evals])
+                         "--include"] + evals + [os.path.join(conventional, m) for m in models], table,
+          after=[f"eval-{os.path.basename(e)[5:]}" for e in evals] + ["baselines"])
     with open(os.path.join(table, "results.json")) as f:
         results = json.load(f)
     plot_results(results, os.path.join(out, "results.png"))
@@ -511,45 +539,40 @@ def pipeline(argv=None):
 
 
 def pyplot():
-    """matplotlib's pyplot, drawing to files; None (with a note) when matplotlib is not installed."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        return plt
-    except ImportError:
-        print("matplotlib is not installed: no plots (pip install matplotlib)")
-        return None
+    """matplotlib's pyplot, drawing to files. Imported here, not at the top: the stages import trsr too,
+    and only the pipeline's last step plots."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
 
 
 def plot_results(results, path):
-    """Grouped bars: each method's Recall@K and MRR@K with its 95% interval."""
+    """One panel per metric (Recall@K, MRR@K), one bar per method with its 95% interval, the table's first row
+    on top. Colours: LLM-TRSR, the other LLM rows, the conventional recommenders, the cheap rankers."""
     plt = pyplot()
-    if plt is None:
-        return
     metrics = [f"{m}@{k}" for m in ("Recall", "MRR") for k in (3, 5, 10)]
-    methods = list(results["methods"])
-    fig, ax = plt.subplots(figsize=(12, 4.5))
-    width = 0.8 / len(methods)
-    for i, name in enumerate(methods):
-        m = results["methods"][name]["metrics"]
-        mean = [m[k][0] for k in metrics]
-        err = [[m[k][0] - m[k][1] for k in metrics], [m[k][2] - m[k][0] for k in metrics]]
-        ax.bar([j + i * width for j in range(len(metrics))], mean, width, yerr=err, capsize=2, label=name)
-    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(metrics))], metrics)
-    ax.set_ylim(0, 1)
-    ax.set_title(f"{results['split']}, {results['users']} users, 95% bootstrap intervals")
-    ax.legend(fontsize=8, ncol=2)
+    methods = list(results["methods"])[::-1]
+    cheap, other_llm = ("random", "popularity", "text similarity (TF-IDF)"), ("TALLRec mode", "zero-shot")
+    colours = ["C0" if n.startswith("LLM-TRSR") else "C1" if n in other_llm else "C7" if n in cheap else "C2"
+               for n in methods]
+    fig, axes = plt.subplots(2, 3, figsize=(13, 2 + 0.5 * len(methods)), sharey=True)
+    for ax, metric in zip(axes.flat, metrics):
+        m = [results["methods"][name]["metrics"][metric] for name in methods]
+        ax.barh(range(len(methods)), [x[0] for x in m], xerr=[[x[0] - x[1] for x in m], [x[2] - x[0] for x in m]],
+                color=colours, capsize=2)
+        ax.set_yticks(range(len(methods)), methods)
+        ax.set_xlim(0, 1)
+        ax.set_title(metric)
+    fig.suptitle(f"{results['split']}, {results['users']} users, mean and 95% bootstrap interval")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=80)
     print(f"wrote {path}")
 
 
 def plot_recent(results, recents, main_recent, path):
     """The paper's Figure 9: Recall@K against the number of recent items, one line per paradigm."""
     plt = pyplot()
-    if plt is None:
-        return
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     for ax, paradigm in zip(axes, ("Hierarchical", "Recurrent")):
         for k in (3, 5, 10):

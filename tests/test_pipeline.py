@@ -1,25 +1,29 @@
-"""trsr.py end to end with a tiny random model: every stage runs, the table comes out, and a second run
-reuses every finished stage."""
+"""trsr.py end to end with a tiny random model: every stage runs, the table and the plot come out, the log
+is clean, and a second run reuses every finished stage."""
 import json
 
 import trsr
 from tests.tiny import tiny_model_dir
 
 
-def test_pipeline_runs_every_stage_once_and_reuses_them(tmp_path, capsys):
+def test_pipeline_runs_every_stage_once_and_reuses_them(tmp_path, capfd):
     model = tiny_model_dir(tmp_path)
     argv = ["--out", str(tmp_path / "run"), "--model", model, "--summarizer", model, "--users", "150", "--split", "8,2,4"]
     trsr.pipeline(argv)
-    out = capsys.readouterr().out
+    out, err = capfd.readouterr()  # the stages' output too: they run as child processes
     with open(tmp_path / "run" / "table" / "results.json") as f:
         results = json.load(f)
     assert list(results["methods"]) == ["LLM-TRSR-Hierarchical", "LLM-TRSR-Recurrent", "TALLRec mode", "zero-shot",
+                                        "NCF", "DIN", "DIEN", "GRU4Rec", "NARM", "SASRec", "CORE",
                                         "text similarity (TF-IDF)", "popularity", "random"]
     assert results["users"] == 4
-    for command in ("data.py --generate mind", "summarize.py", "train.py", "evaluate.py"):
+    for command in ("data.py --generate mind", "summarize.py", "train.py", "evaluate.py", "baselines.py"):
         assert command in out  # each stage's command is printed before it runs
     assert "| LLM-TRSR-Recurrent | 4 |" in out
+    assert (tmp_path / "run" / "results.png").stat().st_size > 10_000
+    # a log file gets plain lines: no warning a user cannot act on, no bar redrawn with carriage returns
+    assert "Warning" not in out + err and "\r" not in out + err, [l for l in (out + err).splitlines() if "Warning" in l]
     # a second run finds every stage up to date and runs nothing
     trsr.pipeline(argv)
-    out = capsys.readouterr().out
-    assert " $ " not in out and out.count("up to date") == 12
+    out = capfd.readouterr().out
+    assert " $ " not in out and out.count("up to date") == 13
