@@ -195,6 +195,43 @@ def bench_train(args):
                       f"{len_t:.0f} vs {len_s:.0f} tokens per prompt, {step_t:.2f} vs {step_s:.2f} s per forward+backward; "
                       f"{users} users with 10-25 generated MIND items"]]}
 
+
+def bench_memory(args):
+    """Peak resident memory and tokens/s of train.py on the longest prompts the default run trains on
+    (TALLRec mode: the whole raw history), global batch 4, each way of fitting it in its own process:
+    micro batch 4 or 1 x 4 accumulated, with and without --grad-checkpoint, and with glibc's heap left to
+    grow (MALLOC_MMAP_THRESHOLD_ at its 32 MiB ceiling: what the dynamic threshold climbs to) or fixed
+    as train.py fixes it on CPUs."""
+    import data
+    users = max(8, args.users)
+    data_dir, _ = sample_data(users)
+    here = os.path.dirname(os.path.abspath(__file__))
+    variants = [("micro batch 4, heap left to grow", ["--batch-size", "4", "--grad-accum", "1"], True),
+                ("micro batch 4", ["--batch-size", "4", "--grad-accum", "1"], False),
+                ("micro batch 4, --grad-checkpoint", ["--batch-size", "4", "--grad-accum", "1", "--grad-checkpoint"], False),
+                ("micro batch 1 x 4", ["--batch-size", "1", "--grad-accum", "4"], False),
+                ("micro batch 1 x 4, --grad-checkpoint", ["--batch-size", "1", "--grad-accum", "4", "--grad-checkpoint"], False)]
+    results, rows = {}, []
+    for name, flags, grow in variants:
+        out = tempfile.mkdtemp(prefix="trsr-bench-memory-")
+        env = {**os.environ, **({"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20)} if grow else {})}
+        cmd = [sys.executable, "train.py", "--data", data_dir, "--out", out, "--model", args.model, "--tallrec",
+               "--epochs", "1", "--loss", "answer", "--limit", str(users)] + flags
+        proc = subprocess.Popen(cmd, cwd=here, env=env, stdout=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak, not the largest of all children
+        assert status == 0, f"{name}: train.py failed"
+        log = data.read_jsonl(os.path.join(out, "log.jsonl"))
+        rate = sum(r["tokens"] for r in log) / sum(r["tokens"] / r["tokens_per_s"] for r in log)
+        results[name] = {"peak_rss_gib": round(usage.ru_maxrss / 2**20, 2), "tokens_per_second": round(rate, 1),
+                         "losses": [r["loss"] for r in log]}
+        print(f"{name}: {results[name]}", flush=True)
+    base = results["micro batch 4"]
+    for name, r in results.items():
+        rows.append([f"train memory: {name}", f"{r['peak_rss_gib']:.2f} GiB",
+                     f"{r['tokens_per_second']:.0f} tokens/s ({r['tokens_per_second'] / base['tokens_per_second']:.2f}x "
+                     f"micro batch 4); TALLRec-mode prompts of {users} users, global batch 4"])
+    return {"variants": results, "rows": rows}
+
 # ---- Scoring ----
 
 
@@ -351,7 +388,8 @@ def bench_gpu(args):
                       f"LoRA r 8, micro batch 1, {tokens / (len(samples)):.0f}-token prompts; scoring {cands:.1f} candidates/s"]]}
 
 
-SECTIONS = {"data": bench_data, "summarize": bench_summarize, "train": bench_train, "scoring": bench_scoring,
+SECTIONS = {"data": bench_data, "summarize": bench_summarize, "train": bench_train, "memory": bench_memory,
+            "scoring": bench_scoring,
             "baselines": bench_baselines, "gpu": bench_gpu}
 GPU_SECTIONS = {"gpu"}  # run only when asked with --only
 
