@@ -40,6 +40,7 @@ import hashlib
 import importlib.metadata
 import json
 import os
+import sys
 import time
 
 import numpy as np
@@ -93,6 +94,9 @@ def resolve_encoder(name):
 def embed_texts(encoder, texts, device, batch_size, max_tokens):
     """[len(texts), dim] float32: the encoder's last hidden state, mean-pooled over each text's real tokens."""
     from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as transformers_logging
+    if not sys.stderr.isatty():  # a log file gets no bar redrawn with carriage returns ("Loading weights")
+        transformers_logging.disable_progress_bar()
     tokenizer = AutoTokenizer.from_pretrained(resolve_encoder(encoder))
     model = AutoModel.from_pretrained(resolve_encoder(encoder)).to(device).eval()
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # texts of similar length together: less padding
