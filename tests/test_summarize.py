@@ -150,8 +150,9 @@ class FakeLLM:
 
 def run(paradigm, users_blocks, fan_in=0, pool=16, domain="news"):
     args = summarize.parser.parse_args(["--data", "x", "--paradigm", paradigm, "--out", "x", "--fan-in", str(fan_in)])
+    options = summarize.paradigm_options(summarize.PARADIGMS[paradigm], args)
     llm = FakeLLM()
-    start = lambda blocks: summarize.PARADIGMS[paradigm](blocks, domain, args)
+    start = lambda blocks: summarize.PARADIGMS[paradigm](blocks, domain, **options)
     done = {i: (summary, steps) for i, summary, steps in summarize.lockstep(users_blocks, start, llm, pool)}
     return [done[i] for i in range(len(users_blocks))], llm.calls
 
@@ -403,7 +404,7 @@ def test_default_model_is_found_and_its_conversion_reused(tmp_path, monkeypatch)
 
 
 def test_a_new_paradigm_is_one_function_and_one_table_line(tmp_path, tiny, monkeypatch):
-    def flat(blocks, domain, args):  # the README's example
+    def flat(blocks, domain):  # the README's example
         (summary,) = yield [prompts.render_block(domain, [item for block in blocks for item in block])]
         return summary
 
