@@ -411,7 +411,7 @@ PRESETS = {
     # every stage for real on a small sample, in minutes; its numbers are mostly noise
     "default": {"users": 200, "split": (20, 0, 10), "train": CPU_TRAINING,
                 "summarize": ["--max-new-tokens", "32", "--splits", "train,test"]},
-    # enough users and steps for the fine-tuned rows to separate from random
+    # ten times the default's training users and steps, and 50 test users for narrower intervals
     "cpu": {"users": 800, "split": (200, 0, 50), "train": CPU_TRAINING,
             "summarize": ["--max-new-tokens", "48", "--splits", "train,test"]},
     # the paper's setting: real data, 10,000 / 1,000 / 1,000 users, every stage at its script's defaults
