@@ -22,25 +22,32 @@ The same protocol for all seven models:
   the seed, from the items of the training users; a drawn item that is the target or in the prefix is masked out, as
   the saved negatives never are either. The saved validation and test negatives are never used for training.
 - Text vectors standardized per dimension over items.jsonl, hidden size 64, dropout 0.2, AdamW (lr 1e-3, weight decay
-  0.01), batch 256, at most 300 epochs. After each epoch the validation users' 21 candidates are scored; the epoch with
-  the best Recall@3+@5+@10 (the authors' rule, as evaluate.py's) is kept, and training stops after 3 epochs without a
-  better one. With no validation users the model trains the fixed 300 epochs and the last one is scored (with 200
-  training users that is 300 steps).
+  0.01), batch 256, at most 300 epochs.
+- Validation: every --val-every-examples (2,560: ten batches) training examples, i.e. every max(1, ceil(2560 /
+  training users)) epochs, and at the last epoch, the validation users' 21 candidates are scored; the check with the
+  best Recall@3+@5+@10 (the authors' rule, as evaluate.py's) is kept, and training stops after --patience (3) checks
+  without a better one. From 2,560 training users on a check comes after every epoch. With 200 an epoch is a single
+  step, and checking every epoch would stop training after 4 steps, before it had learned anything; a check comes
+  every 13 epochs instead. With no validation users the model trains the fixed 300 epochs and the last one is scored
+  (with 200 training users that is 300 steps).
 - The same command gives the same scores: each model starts from torch.manual_seed(--seed) and draws its batches and
   negatives from its own generator, so it does not depend on which other models ran before it.
 
 Writes OUT/<model>/scores.jsonl (user, candidates, p: the first candidate is the true next item) and results.json
 (metrics with 95% bootstrap intervals and the paired difference from random, by evaluate.py's numpy metrics), in
-evaluate.py's formats, plus log.jsonl (one line per epoch). A model whose results.json holds the same config (data,
-encoder, settings) is not trained again, so an interrupted run loses no finished model.
+evaluate.py's formats, plus log.jsonl (one line per epoch, with val_recall_3_5_10 on the epochs with a check). A model
+whose results.json holds the same config (data, encoder, settings) is not trained again, so an interrupted run loses
+no finished model.
 """
 import argparse
 import copy
 import hashlib
 import importlib.metadata
 import json
+import math
 import os
 import time
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -73,7 +80,10 @@ parser.add_argument("--weight-decay", type=float, default=0.01)
 parser.add_argument("--batch-size", type=int, default=256, help="training examples (prefixes) per step")
 parser.add_argument("--negatives", type=int, default=4, help="sampled negatives per training example")
 parser.add_argument("--epochs", type=int, default=300, help="at most; exactly this many without validation users")
-parser.add_argument("--patience", type=int, default=3, help="epochs without a better validation score")
+parser.add_argument("--patience", type=int, default=3, help="checks without a better validation score")
+parser.add_argument("--val-every-examples", type=int, default=2560, metavar="N",
+                    help="training examples between two validation checks: a check every max(1, ceil(N / training "
+                    "users)) epochs and at the last one (default: ten batches of 256; every epoch from 2,560 users)")
 parser.add_argument("--seed", type=int, default=0)
 
 # ---- Item text embeddings ----
@@ -341,21 +351,12 @@ def score_users(model, users, device, batch_size=256):
             rows.append(model(history, candidates).float().cpu().numpy())
     return np.concatenate(rows).astype(np.float64)
 
+# ---- The run, in the order the work happens: data, item vectors, training, outputs ----
 
-def main(argv=None):
-    args = parser.parse_args(argv)
-    config = vars(args)
-    print("config:", json.dumps(config), flush=True)
-    names = args.models.split(",")
-    unknown = [n for n in names if n not in MODELS]
-    if unknown:
-        parser.error(f"unknown --models {unknown}; the models are {','.join(MODELS)}")
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    # Every run of the same command does the same arithmetic on a CPU; on a GPU cuDNN's GRU may still differ in
-    # the last digits.
-    torch.backends.cudnn.deterministic = True
 
-    # ---- Data: items as indices 1..N (0 is padding), users as index lists ----
+def load_splits(args):
+    """(items {id: text}, train users, validation users, --split users), each user's items as indices 1..N into
+    items (0 is padding); an item that items.jsonl does not have is an error naming the file and the user."""
     items = data.load_items(args.data)
     index = {item: i + 1 for i, item in enumerate(items)}
     splits = {}
@@ -372,16 +373,26 @@ def main(argv=None):
     if not train_users or not users:
         raise SystemExit(f"{args.data}: train.jsonl and {args.split}.jsonl need users "
                          f"(found {len(train_users)} and {len(users)})")
-    # a training example is a prefix of a user's history + [target]: items 0..t-1 predict item t
-    sequences = padded([u["history"] + [u["target"]] for u in train_users])
-    history_lengths = torch.tensor([len(u["history"]) for u in train_users])
-    # negatives for training come from the training users' own items, never from the saved val/test negatives
-    train_items = torch.tensor(sorted({i for u in train_users for i in u["history"] + [u["target"]]}))
-    print(f"{len(train_users):,} training users ({int(history_lengths.sum()):,} prefixes), "
-          f"{len(train_items):,} items to draw negatives from; {len(val_users):,} validation users; "
-          f"{len(users):,} {args.split} users", flush=True)
+    return items, train_users, val_users, users
 
-    # ---- Item text embeddings, cached beside the data ----
+
+class Examples(NamedTuple):
+    """The training users as tensors. A training example is a prefix of a sequence: items 0..t-1 predict item t."""
+    sequences: torch.Tensor  # [users, L + 1]: history + [target], right-padded with 0
+    history_lengths: torch.Tensor  # [users]
+    items: torch.Tensor  # the training users' own items, which negatives are drawn from (never the saved negatives)
+
+
+def training_examples(train_users):
+    """The training users' Examples."""
+    return Examples(sequences=padded([u["history"] + [u["target"]] for u in train_users]),
+                    history_lengths=torch.tensor([len(u["history"]) for u in train_users]),
+                    items=torch.tensor(sorted({i for u in train_users for i in u["history"] + [u["target"]]})))
+
+
+def item_vectors(args, items, device):
+    """[1 + items, dim] on device: each item's text embedding (cached in DATA/embeddings/), standardized per
+    dimension over the catalogue, after a row of zeros for padding."""
     texts = list(items.values())
     key = hashlib.sha256(json.dumps([args.encoder, args.max_tokens, texts]).encode()).hexdigest()[:16]
     cache = os.path.join(args.data, "embeddings", f"{os.path.basename(args.encoder.rstrip('/'))}-{key}.pt")
@@ -398,105 +409,163 @@ def main(argv=None):
     # standardized per dimension over the catalogue: encoders differ in scale, and all of a sentence encoder's vectors
     # share one large common direction, which would otherwise swamp what tells items apart when training starts
     text = (text.float() - text.float().mean(0)) / (text.float().std(0) + 1e-6)
-    text = torch.cat([torch.zeros(1, text.shape[1]), text]).to(device)  # row 0: padding
+    return torch.cat([torch.zeros(1, text.shape[1]), text]).to(device)
+
+
+def train_epoch(model, optimizer, examples, args, generator, device):
+    """One pass over the training users, one prefix each; the summed loss over the examples."""
+    sequences, history_lengths, train_items = examples
+    model.train()
+    total_loss = 0.0
+    order = torch.randperm(len(sequences), generator=generator)
+    # one prefix per user and epoch, its length t drawn uniformly from 1..len(history): over the epochs every prefix
+    # serves, at the cost of one example per user
+    cut = 1 + (torch.rand(len(sequences), generator=generator) * history_lengths).long()
+    for start in range(0, len(order), args.batch_size):
+        row = order[start:start + args.batch_size]
+        t = cut[row]
+        history = sequences[row, :t.max()] * (torch.arange(int(t.max()))[None, :] < t[:, None])
+        target = sequences[row, t]
+        draw = torch.randint(len(train_items), (len(row), args.negatives), generator=generator)
+        negatives = train_items[draw]
+        # a drawn item that is the target or in the prefix is no negative (the saved negatives never are)
+        clash = (negatives[:, :, None] == torch.cat([history, target[:, None]], 1)[:, None, :]).any(-1)
+        history, candidates = history.to(device), torch.cat([target[:, None], negatives], 1).to(device)
+        logits = model(history, candidates)
+        logits = torch.cat([logits[:, :1], logits[:, 1:].masked_fill(clash.to(device), float("-inf"))], 1)
+        loss = F.cross_entropy(logits, torch.zeros(len(row), dtype=torch.long, device=device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total_loss += loss.item() * len(row)
+    return total_loss
+
+
+def validation_score(model, val_users, device):
+    """Recall@3 + Recall@5 + Recall@10 on the validation users' saved candidates, rounded to 4 places."""
+    metrics = evaluate.per_user_metrics(score_users(model, val_users, device))
+    recall = {k: float(v.mean()) for k, v in metrics.items() if k.startswith("Recall")}
+    return round(sum(recall.values()), 4)
+
+
+def check_interval(val_every_examples, n_train):
+    """Epochs between two validation checks: enough for about val_every_examples training examples, at least one."""
+    return max(1, math.ceil(val_every_examples / n_train))
+
+
+def train_model(name, args, text, examples, val_users, device):
+    """(model holding the selected epoch's weights, log lines, what to report of the training). With validation users
+    the model is scored on them every check_interval epochs and at the last epoch; the best check is kept, and
+    training stops after --patience checks without a better one. Without, it trains the fixed --epochs."""
+    torch.manual_seed(args.seed)
+    generator = torch.Generator().manual_seed(args.seed)  # batches and negatives: the same in every run
+    model = MODELS[name](text, args.hidden, args.dropout).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    n_params, n_train = sum(p.numel() for p in model.parameters()), len(examples.sequences)
+    every = check_interval(args.val_every_examples, n_train) if val_users else None
+    print(f"[{name}] {NAMES[name]}: {n_params:,} parameters, on {device}" +
+          ("" if val_users else f"; no validation users: training a fixed {args.epochs} epochs") +
+          (f"; validation every {every} epochs" if val_users and every > 1 else ""), flush=True)
+    best, best_state, best_epoch, stale, log = -1.0, None, 0, 0, []
+    t0 = time.time()
+    for epoch in range(1, args.epochs + 1):
+        t_epoch = time.time()
+        total_loss = train_epoch(model, optimizer, examples, args, generator, device)
+        seconds = time.time() - t_epoch
+        line = {"epoch": epoch, "loss": round(total_loss / n_train, 4),
+                "examples_per_s": round(n_train / seconds), "elapsed": round(time.time() - t0, 1)}
+        if val_users and (epoch % every == 0 or epoch == args.epochs):
+            line["val_recall_3_5_10"] = validation_score(model, val_users, device)
+            if line["val_recall_3_5_10"] > best:
+                best, best_epoch, stale = line["val_recall_3_5_10"], epoch, 0
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                stale += 1
+        log.append(line)
+        print(f"[{name}] " + " ".join(f"{k} {v}" for k, v in line.items()), flush=True)
+        if val_users and stale >= args.patience:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    train_seconds = time.time() - t0
+    print(f"[{name}] trained in {train_seconds:.1f} s; scoring epoch {best_epoch or epoch}"
+          + (f" (best on validation, Recall@3+@5+@10 {best:.4f})" if val_users else ""), flush=True)
+    selection = {"epoch": best_epoch or epoch, "val_recall_3_5_10": best if val_users else None,
+                 "rule": "best validation Recall@3+@5+@10" if val_users else f"fixed {args.epochs} epochs",
+                 "val_every_epochs": every}
+    return model, log, {"selection": selection, "parameters": n_params, "train_seconds": train_seconds}
+
+
+def up_to_date(out_dir, run):
+    """Whether out_dir/results.json is a finished run of exactly this model, data and settings."""
+    results_path = os.path.join(out_dir, "results.json")
+    if not os.path.isfile(results_path):
+        return False
+    with open(results_path) as f:
+        return json.load(f).get("run") == run
+
+
+def write_outputs(out_dir, args, run, users, scores, log, trained):
+    """scores.jsonl, log.jsonl, results.md and, last, results.json (its presence means the model is finished), in
+    evaluate.py's formats: the metrics with intervals and the paired difference from random."""
+    name = run["model"]
+    data.write_atomic(os.path.join(out_dir, "scores.jsonl"), [json.dumps(
+        {"user": u["user"], "candidates": [u["target"]] + u["negatives"], "p": [float(x) for x in row]})
+        for u, row in zip(data.load_split(args.data, args.split), scores)])
+    data.write_atomic(os.path.join(out_dir, "log.jsonl"), [json.dumps(line) for line in log])
+    methods = {NAMES[name]: scores, "random": evaluate.random_scores(users)}
+    results = {n: {"users": len(users), "metrics": evaluate.summarize_metrics(s, 1000, args.seed),
+                   "paired": {r: evaluate.paired(s, methods[r], 1000, args.seed) for r in methods if r != n}}
+               for n, s in methods.items()}
+    table = evaluate.results_table(results)
+    print(table, flush=True)
+    data.write_atomic(os.path.join(out_dir, "results.md"), [table])
+    data.write_atomic(os.path.join(out_dir, "results.json"), [json.dumps({
+        "name": NAMES[name], "split": args.split, "users": len(users), "data": args.data,
+        "data_hash": run["data_hashes"][args.split], "config": vars(args), "run": run,
+        "tie_rule": "expected value over a uniformly random order of tied candidates", "methods": results,
+        "selection": trained["selection"], "parameters": trained["parameters"],
+        "train_seconds": round(trained["train_seconds"], 1), "score_seconds": round(trained["score_seconds"], 2),
+        "device": trained["device"]}, indent=1)])
+
+
+def main(argv=None):
+    args = parser.parse_args(argv)
+    config = vars(args)
+    print("config:", json.dumps(config), flush=True)
+    names = args.models.split(",")
+    unknown = [n for n in names if n not in MODELS]
+    if unknown:
+        parser.error(f"unknown --models {unknown}; the models are {','.join(MODELS)}")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    # Every run of the same command does the same arithmetic on a CPU; on a GPU cuDNN's GRU may still differ in
+    # the last digits.
+    torch.backends.cudnn.deterministic = True
+
+    items, train_users, val_users, users = load_splits(args)
+    examples = training_examples(train_users)
+    print(f"{len(train_users):,} training users ({int(examples.history_lengths.sum()):,} prefixes), "
+          f"{len(examples.items):,} items to draw negatives from; {len(val_users):,} validation users; "
+          f"{len(users):,} {args.split} users", flush=True)
+    text = item_vectors(args, items, device)
 
     # what makes two runs of a model the same: reused only when all of it matches
     hashes = {s: evaluate.data_hash(args.data, s) for s in ("train", "val", args.split)}
     settings = {k: v for k, v in config.items() if k not in ("data", "out", "models", "encoder_batch_size")}
-    random_scores = evaluate.random_scores(users)
     for name in names:
         out_dir = os.path.join(args.out, name)
         run = {"model": name, "settings": settings, "data_hashes": hashes}
-        results_path = os.path.join(out_dir, "results.json")
-        if os.path.isfile(results_path):
-            with open(results_path) as f:
-                if json.load(f).get("run") == run:
-                    print(f"[{name}] up to date: {results_path}", flush=True)
-                    continue
+        if up_to_date(out_dir, run):
+            print(f"[{name}] up to date: {os.path.join(out_dir, 'results.json')}", flush=True)
+            continue
         os.makedirs(out_dir, exist_ok=True)
-
-        # ---- Train, keeping the epoch with the best validation Recall@3+@5+@10 ----
-        torch.manual_seed(args.seed)
-        generator = torch.Generator().manual_seed(args.seed)  # batches and negatives: the same in every run
-        model = MODELS[name](text, args.hidden, args.dropout).to(device)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-        n_params = sum(p.numel() for p in model.parameters())
-        print(f"[{name}] {NAMES[name]}: {n_params:,} parameters, on {device}" +
-              ("" if val_users else f"; no validation users: training a fixed {args.epochs} epochs"), flush=True)
-        best, best_state, best_epoch, stale, log = -1.0, None, 0, 0, []
-        t0 = time.time()
-        for epoch in range(1, args.epochs + 1):
-            model.train()
-            t_epoch, total_loss = time.time(), 0.0
-            order = torch.randperm(len(train_users), generator=generator)
-            # one prefix per user and epoch, its length t drawn uniformly from 1..len(history): over the epochs every
-            # prefix serves, at the cost of one example per user
-            cut = 1 + (torch.rand(len(train_users), generator=generator) * history_lengths).long()
-            for start in range(0, len(order), args.batch_size):
-                row = order[start:start + args.batch_size]
-                t = cut[row]
-                history = sequences[row, :t.max()] * (torch.arange(int(t.max()))[None, :] < t[:, None])
-                target = sequences[row, t]
-                draw = torch.randint(len(train_items), (len(row), args.negatives), generator=generator)
-                negatives = train_items[draw]
-                # a drawn item that is the target or in the prefix is no negative (the saved negatives never are)
-                clash = (negatives[:, :, None] == torch.cat([history, target[:, None]], 1)[:, None, :]).any(-1)
-                history, candidates = history.to(device), torch.cat([target[:, None], negatives], 1).to(device)
-                logits = model(history, candidates)
-                logits = torch.cat([logits[:, :1], logits[:, 1:].masked_fill(clash.to(device), float("-inf"))], 1)
-                loss = F.cross_entropy(logits, torch.zeros(len(row), dtype=torch.long, device=device))
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total_loss += loss.item() * len(row)
-            seconds = time.time() - t_epoch
-            line = {"epoch": epoch, "loss": round(total_loss / len(train_users), 4),
-                    "examples_per_s": round(len(train_users) / seconds), "elapsed": round(time.time() - t0, 1)}
-            if val_users:
-                metrics = evaluate.per_user_metrics(score_users(model, val_users, device))
-                recall = {k: float(v.mean()) for k, v in metrics.items() if k.startswith("Recall")}
-                line["val_recall_3_5_10"] = round(sum(recall.values()), 4)
-                if line["val_recall_3_5_10"] > best:
-                    best, best_epoch, stale = line["val_recall_3_5_10"], epoch, 0
-                    best_state = copy.deepcopy(model.state_dict())
-                else:
-                    stale += 1
-            log.append(line)
-            print(f"[{name}] " + " ".join(f"{k} {v}" for k, v in line.items()), flush=True)
-            if val_users and stale >= args.patience:
-                break
-        if best_state is not None:
-            model.load_state_dict(best_state)
-        train_seconds = time.time() - t0
-        print(f"[{name}] trained in {train_seconds:.1f} s; scoring epoch {best_epoch or epoch}"
-              + (f" (best on validation, Recall@3+@5+@10 {best:.4f})" if val_users else ""), flush=True)
-
-        # ---- Score the split's saved candidates and write in evaluate.py's formats ----
+        model, log, trained = train_model(name, args, text, examples, val_users, device)
         t1 = time.time()
         scores = score_users(model, users, device)
-        score_seconds = time.time() - t1
-        data.write_atomic(os.path.join(out_dir, "scores.jsonl"), [json.dumps(
-            {"user": u["user"], "candidates": [u["target"]] + u["negatives"], "p": [float(x) for x in row]})
-            for u, row in zip(data.load_split(args.data, args.split), scores)])
-        data.write_atomic(os.path.join(out_dir, "log.jsonl"), [json.dumps(line) for line in log])
-        methods = {NAMES[name]: scores, "random": random_scores}
-        results = {n: {"users": len(users), "metrics": evaluate.summarize_metrics(s, 1000, args.seed),
-                       "paired": {r: evaluate.paired(s, methods[r], 1000, args.seed) for r in methods if r != n}}
-                   for n, s in methods.items()}
-        table = evaluate.results_table(results)
-        print(table, flush=True)
-        data.write_atomic(os.path.join(out_dir, "results.md"), [table])
-        # written last: its presence means this model is finished
-        data.write_atomic(results_path, [json.dumps({
-            "name": NAMES[name], "split": args.split, "users": len(users), "data": args.data,
-            "data_hash": hashes[args.split], "config": config, "run": run,
-            "tie_rule": "expected value over a uniformly random order of tied candidates", "methods": results,
-            "selection": {"epoch": best_epoch or epoch, "val_recall_3_5_10": best if val_users else None,
-                          "rule": "best validation Recall@3+@5+@10" if val_users else f"fixed {args.epochs} epochs"},
-            "parameters": n_params, "train_seconds": round(train_seconds, 1), "score_seconds": round(score_seconds, 2),
-            "device": str(device)}, indent=1)])
-        print(f"[{name}] wrote {out_dir}/scores.jsonl, results.json ({train_seconds + score_seconds:.1f} s)",
-              flush=True)
+        trained.update(score_seconds=time.time() - t1, device=str(device))
+        write_outputs(out_dir, args, run, users, scores, log, trained)
+        print(f"[{name}] wrote {out_dir}/scores.jsonl, results.json "
+              f"({trained['train_seconds'] + trained['score_seconds']:.1f} s)", flush=True)
 
 
 if __name__ == "__main__":

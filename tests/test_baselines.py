@@ -2,6 +2,7 @@
 scores from the same command, evaluate.py --include reading the scores back, and the errors a user meets."""
 import importlib.metadata
 import json
+import math
 import os
 import random
 
@@ -95,6 +96,31 @@ def test_every_model_learns_the_planted_pattern(planted):
         assert r["name"] == baselines.NAMES[name] and r["selection"]["rule"].startswith("best validation")
         low = r["methods"][r["name"]]["paired"]["random"]["Recall@3"][1]
         assert low > 0, f"{name}: Recall@3 is not beyond random (paired interval's low end {low:+.3f})"
+
+
+def test_a_small_training_set_is_validated_every_2560_examples_not_every_epoch(planted, tmp_path):
+    """With 120 training users an epoch is one step of 256: checking every epoch, patience 3 would stop after about
+    four steps. A check comes every ceil(2560 / 120) = 22 epochs and at the last one, and patience counts checks."""
+    data_dir, encoder, _ = planted
+    baselines.main(["--data", data_dir, "--out", str(tmp_path), "--encoder", encoder, "--hidden", "32",
+                    "--models", "ncf", "--epochs", "100"])
+    log = data.read_jsonl(tmp_path / "ncf" / "log.jsonl")
+    every = math.ceil(2560 / len(data.load_split(data_dir, "train")))
+    assert every == 22
+    checked = [line["epoch"] for line in log if "val_recall_3_5_10" in line]
+    assert checked == [e for e in range(1, len(log) + 1) if e % every == 0 or e == 100]
+    assert [line["epoch"] for line in log] == list(range(1, len(log) + 1))  # still one line per epoch
+    assert len(log) > 3 * every or len(log) == 100  # at least patience + 1 checks, or the cap
+    with open(tmp_path / "ncf" / "results.json") as f:
+        selection = json.load(f)["selection"]
+    assert selection["val_every_epochs"] == every and selection["epoch"] in checked
+
+
+def test_check_interval():
+    assert baselines.check_interval(2560, 200) == 13
+    assert baselines.check_interval(2560, 2559) == 2
+    assert baselines.check_interval(2560, 2560) == baselines.check_interval(2560, 10_000) == 1  # every epoch
+    assert baselines.check_interval(0, 50) == 1
 
 
 def test_same_command_same_scores_and_a_finished_model_is_reused(planted, tmp_path, capsys):
