@@ -53,6 +53,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import AutoModel, AutoTokenizer
 
 import data
 import evaluate
@@ -103,7 +104,6 @@ def resolve_encoder(name):
 
 def embed_texts(encoder, texts, device, batch_size, max_tokens):
     """[len(texts), dim] float32: the encoder's last hidden state, mean-pooled over each text's real tokens."""
-    from transformers import AutoModel, AutoTokenizer
     tokenizer = AutoTokenizer.from_pretrained(resolve_encoder(encoder))
     model = AutoModel.from_pretrained(resolve_encoder(encoder)).to(device).eval()
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # texts of similar length together: less padding
