@@ -285,7 +285,8 @@ def claim_folder(out_dir, run):
 
 
 def score_split(base, adapter, scorer, split, users, out_dir):
-    """[users, 21] scores of `users` with the base model, or with `adapter` on it, and the seconds it took.
+    """[users, 21] scores of `users` with the base model, or with `adapter` on it, and how long it took
+    (seconds, candidates per second and prompts shortened, for what this rank scored now).
 
     Each rank scores its share (every world_size-th user) that out_dir does not hold yet, and appends each
     user to its part file as soon as it is scored; rank 0 then merges the parts into out_dir/scores.jsonl
@@ -327,7 +328,8 @@ def score_split(base, adapter, scorer, split, users, out_dir):
                 + f"scored {len(todo)} users ({n} candidates) in {seconds:.1f} s, {n / max(seconds, 1e-9):.1f} "
                 f"candidates/s; {len(mine) - len(todo)} were already scored; {shortened} prompts shortened to fit "
                 f"{scorer.settings['max_len']} tokens")
-    return scores_matrix(read_scores([os.path.join(out_dir, "scores.jsonl")]), users), seconds, shortened
+    scores = scores_matrix(read_scores([os.path.join(out_dir, "scores.jsonl")]), users)
+    return scores, {"seconds": seconds, "candidates_per_second": n / max(seconds, 1e-9), "shortened": shortened}
 
 
 def evaluate_model(args, users, items, domain):
@@ -353,17 +355,16 @@ def evaluate_model(args, users, items, domain):
         val_users = data.load_split(args.data, "val")[:args.limit or None]
         for adapter in adapters:
             val_dir = os.path.join(args.out, "val", os.path.basename(adapter))
-            scores, _, _ = score_split(base, adapter, scorer, "val", val_users, val_dir)
+            scores, _ = score_split(base, adapter, scorer, "val", val_users, val_dir)
             selection[adapter] = {m: float(v.mean()) for m, v in per_user_metrics(scores).items()
                                   if m.startswith("Recall")}
             trsr.print0(f"val {adapter}: Recall@3+@5+@10 = {sum(selection[adapter].values()):.4f}")
         chosen = max(adapters, key=lambda a: sum(selection[a].values()))  # the first of equals
         trsr.print0(f"chosen on val: {chosen}")
-    scores, seconds, shortened = score_split(base, chosen, scorer, args.split, users, args.out)
+    scores, timing = score_split(base, chosen, scorer, args.split, users, args.out)
     name = args.name or (("TALLRec mode" if settings["tallrec"] else "LLM-TRSR") if chosen else "zero-shot base model")
     return {"name": name, "scores": scores, "model": model_name, "adapter": chosen, "selection": selection,
-            "prompt": settings, "seconds": seconds, "candidates_per_second": scores.size / max(seconds, 1e-9),
-            "shortened": shortened}
+            "prompt": settings, **timing}
 
 
 # ---- Main ----

@@ -6,7 +6,7 @@ script, it runs every stage end to end, each as the command a user would type:
 
 $ python trsr.py                                  # generated MIND sample, every stage, one table
 $ python trsr.py --dataset amazon --recent 0,1,3,5
-$ python trsr.py --paradigms hierarchical,recurrent,flat     # any paradigm in summarize.PARADIGMS
+$ python trsr.py --paradigms hierarchical,recurrent,flat     # once flat is in summarize.PARADIGMS (README)
 $ python trsr.py --preset paper --raw MINDlarge_train --summarizer upstage/llama-30b-instruct-2048 \
       --summarizer-quantize 8bit --model meta-llama/Llama-2-7b-hf --nproc 8
 """
@@ -423,7 +423,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))  # the stage scripts' folder
 
 
 def pipeline_parser():
-    parser = argparse.ArgumentParser(description="LLM-TRSR end to end: data, both summarization paradigms, "
+    parser = argparse.ArgumentParser(description="LLM-TRSR end to end: data, the summarization paradigms, "
                                      "training, evaluation against baselines, one table")
     parser.add_argument("--preset", default="default", choices=sorted(PRESETS))
     parser.add_argument("--dataset", default="mind", choices=["mind", "amazon"])
