@@ -529,12 +529,13 @@ def pipeline(argv=None):
                rec, resume=(os.path.join(rec, "last"), "--resume"), after=["data"])
     stages.run("eval-tallrec", launch + ["evaluate.py", "--data", data_dir, "--adapter", rec, "--split", "test",
                                          "--out", ev, "--name", "TALLRec mode"], ev, after=["train-tallrec"])
+    evals.append(ev)
     ev = os.path.join(out, "eval-zero-shot")  # the base model, with the first paradigm's summaries in its prompt
     stages.run("eval-zero-shot", launch + [
         "evaluate.py", "--data", data_dir, "--summaries", os.path.join(out, f"summaries-{paradigms[0]}.jsonl"),
         "--model", args.model, "--split", "test", "--out", ev, "--name", "zero-shot", "--recent", str(main_recent)],
         ev, after=[f"summarize-{paradigms[0]}"])
-    evals += [os.path.join(out, "eval-tallrec"), ev]
+    evals.append(ev)
     conventional = os.path.join(out, "baselines")  # trained on the same users, ranking the same candidates
     stages.run("baselines", py + ["baselines.py", "--data", data_dir, "--out", conventional,
                                   "--models", ",".join(CONVENTIONAL), "--seed", str(args.seed)],
