@@ -305,8 +305,8 @@ def test_activation_checkpointing_changes_no_loss(setup, full_run, two_run):
 
 def test_bf16_under_two_processes_is_the_gpu_path(setup, full_run):
     """What a GPU runs, on CPU: bf16 base weights with LoRA weights in fp32 (peft keeps adapters in fp32),
-    both in one FSDP2 unit, then the adapter scored by evaluate.py in bf16. Losses follow fp32's within
-    bf16's precision; the saved adapter is fp32."""
+    both in one FSDP2 unit, then the adapter scored by evaluate.py in bf16. Losses and scores follow fp32's
+    within bf16's precision; the saved adapter is fp32."""
     root, data_dir, summaries, model = setup
     out = root / "bf16-two"
     result = run_train(out, data_dir, summaries, model, "--epochs", "2", "--dtype", "bfloat16", nproc=2)
@@ -318,12 +318,15 @@ def test_bf16_under_two_processes_is_the_gpu_path(setup, full_run):
     scoring = str(root / "bf16-data")  # the training users, scored as a test split
     shutil.copytree(data_dir, scoring)
     write_jsonl(os.path.join(scoring, "test.jsonl"), data.read_jsonl(os.path.join(data_dir, "train.jsonl"))[:2])
-    scored = subprocess.run([PYTHON, "evaluate.py", "--data", scoring, "--summaries", summaries, "--adapter",
-                             str(out / "epoch_2"), "--split", "test", "--out", str(root / "bf16-eval"),
-                             "--dtype", "bfloat16"], cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert scored.returncode == 0, scored.stderr[-3000:]
-    p = [x for r in data.read_jsonl(os.path.join(root, "bf16-eval", "scores.jsonl")) for x in r["p"]]
-    assert len(p) == 2 * 2 and all(0 < x < 1 for x in p)
+    p = {}
+    for dtype in ("bfloat16", "float32"):
+        scored = subprocess.run([PYTHON, "evaluate.py", "--data", scoring, "--summaries", summaries, "--adapter",
+                                 str(out / "epoch_2"), "--split", "test", "--out", str(root / f"eval-{dtype}"),
+                                 "--dtype", dtype], cwd=ROOT, capture_output=True, text=True, timeout=600)
+        assert scored.returncode == 0, scored.stderr[-3000:]
+        p[dtype] = [x for r in data.read_jsonl(os.path.join(root, f"eval-{dtype}", "scores.jsonl")) for x in r["p"]]
+    assert len(p["bfloat16"]) == 2 * 2 and p["bfloat16"] != p["float32"]  # bf16 was used, and scores alike
+    assert p["bfloat16"] == pytest.approx(p["float32"], abs=2e-2)
 
 
 def test_nan_stops_and_keeps_the_last_checkpoint(setup):
