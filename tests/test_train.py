@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 import data
+import evaluate
 import prompts
 import trsr
 from tests.tiny import build_tokenizer, tiny_model_dir
@@ -320,10 +321,9 @@ def test_bf16_under_two_processes_is_the_gpu_path(setup, full_run):
     write_jsonl(os.path.join(scoring, "test.jsonl"), data.read_jsonl(os.path.join(data_dir, "train.jsonl"))[:2])
     p = {}
     for dtype in ("bfloat16", "float32"):
-        scored = subprocess.run([PYTHON, "evaluate.py", "--data", scoring, "--summaries", summaries, "--adapter",
-                                 str(out / "epoch_2"), "--split", "test", "--out", str(root / f"eval-{dtype}"),
-                                 "--dtype", dtype], cwd=ROOT, capture_output=True, text=True, timeout=600)
-        assert scored.returncode == 0, scored.stderr[-3000:]
+        evaluate.main(evaluate.parser.parse_args(["--data", scoring, "--summaries", summaries, "--adapter",
+                                                  str(out / "epoch_2"), "--out", str(root / f"eval-{dtype}"),
+                                                  "--dtype", dtype]))
         p[dtype] = [x for r in data.read_jsonl(os.path.join(root, f"eval-{dtype}", "scores.jsonl")) for x in r["p"]]
     assert len(p["bfloat16"]) == 2 * 2 and p["bfloat16"] != p["float32"]  # bf16 was used, and scores alike
     assert p["bfloat16"] == pytest.approx(p["float32"], abs=2e-2)
