@@ -16,9 +16,10 @@ The protocol (paper §5.1, and what the authors' code did, see DESIGN.md):
   10–25 prev_items; next_item is the target.
 - Users are shuffled with the seed and split by user into train / val / test (paper: 10,000 / 1,000 /
   1,000, shrunk proportionally when there are fewer users).
-- Negatives: 1 per training user, 20 per validation/test user, drawn with the seed from the catalogue,
-  never the target or an item of the user's history (`--negatives authors` drops that exclusion, as the
-  authors' code did). They are saved, so every stage and baseline ranks exactly the same candidates.
+- Negatives: 1 per training user (`--train-negatives K` for K), 20 per validation/test user, drawn with the
+  seed from the catalogue, never the target or an item of the user's history (`--negatives authors` drops
+  that exclusion, as the authors' code did). They are saved, so every stage and baseline ranks exactly the
+  same candidates.
 - Ids that the catalogue lacks (news.tsv / products of the locale) have no text: they are removed from
   the history before the length bounds are applied, and counted in meta.json.
 - Item text: `--item-text figures` (default) as the paper's Figures 6-8 show it, each field capped;
@@ -67,6 +68,9 @@ parser.add_argument("--locale", default="UK", help="Amazon-M2 locale (DE, JP, UK
 parser.add_argument("--negatives", choices=["exclude", "authors"], default="exclude",
                     help="exclude: never the target or a history item; "
                          "authors: any catalogue item, as the authors' code drew them")
+parser.add_argument("--train-negatives", type=int, default=NEGATIVES["train"], metavar="K",
+                    help="distinct negatives saved per training user (default 1, the paper's 1:1); the first is the "
+                         "one a K=1 build saves, and the val/test negatives do not depend on K")
 parser.add_argument("--abstract", action="store_true",
                     help="MIND: add the abstract to the item text (off in the authors' code)")
 parser.add_argument("--max-field-chars", type=int, default=256,
@@ -421,6 +425,7 @@ def assign_splits(eligible, catalogue, args):
     if note:
         print(note)
     catalogue_ids = list(catalogue)  # file order, so the draws depend on the seed and the files alone
+    k = args.train_negatives
     splits, start = {}, 0
     for split in SPLITS:
         users = [{"user": user, "history": history.split(), "target": target}
@@ -428,7 +433,17 @@ def assign_splits(eligible, catalogue, args):
         start += sizes[split]
         for u in users:
             exclude = set(u["history"]) | {u["target"]} if args.negatives == "exclude" else set()
+            if split == "train" and len(catalogue_ids) - len(exclude) < k:
+                raise ValueError(f"--train-negatives {k}: the catalogue has {len(catalogue_ids)} items, "
+                                 f"{len(catalogue_ids) - len(exclude)} of them allowed as negatives of user "
+                                 f"{u['user']}: too few for {k} distinct negatives")
             u["negatives"] = draw_negatives(rng, catalogue_ids, NEGATIVES[split], exclude)
+            if split == "train" and k > 1:
+                # The other K-1 come from a generator of the user's own, so the shared stream, and with it the
+                # first training negative and every val/test negative, is the K=1 build's; and a user's K
+                # negatives are the first K of any larger K's.
+                own = random.Random(f"{args.seed}:train-negatives:{u['user']}")
+                u["negatives"] += draw_negatives(own, catalogue_ids, k - 1, exclude | set(u["negatives"]))
         splits[split] = users
     return splits, note
 
@@ -472,7 +487,8 @@ def sample_meta(args, splits, n_eligible, n_catalogue, n_used, note, skipped, sh
         "raw": args.raw,
         "locale": args.locale if args.dataset == "amazon" else None,
         "seed": args.seed,
-        "protocol": {"history_items": [MIN_HISTORY, MAX_HISTORY], "block_size": BLOCK_SIZE, "negatives": NEGATIVES,
+        "protocol": {"history_items": [MIN_HISTORY, MAX_HISTORY], "block_size": BLOCK_SIZE,
+                     "negatives": {**NEGATIVES, "train": args.train_negatives}, "train_negatives": args.train_negatives,
                      "negative_sampling": args.negatives, "abstract": args.abstract if args.dataset == "mind" else None,
                      "item_text": args.item_text, "fields": field_names(args.dataset, args.item_text, args.abstract),
                      "max_field_chars": field_cap(args),
@@ -1230,6 +1246,8 @@ def main(argv=None):
         parser.error("--dataset needs --raw RAW (the folder with the raw files)")
     if min(args.n_train, args.n_val, args.n_test) < 0:
         parser.error("--n-train / --n-val / --n-test must be >= 0")
+    if args.train_negatives < 1:
+        parser.error(f"--train-negatives must be >= 1 (negatives per training user), got {args.train_negatives}")
     print("config:", json.dumps(vars(args)))
     build(args)
 

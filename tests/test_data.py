@@ -144,9 +144,14 @@ def test_mind_abstract_is_optional_and_empty_abstracts_are_left_out(tmp_path):
     assert items["N2"] == "Category: sports; SubCategory: football_nfl; Title: Zoë and José win again; Abstract: An abstract."
 
 
+def forty_users():
+    """40 users, each with 20 distinct ids of the 59-item NEWS (19 history + the target): 39 items left to draw."""
+    return [[str(k), f"U{k}", "11/9/2019 9:57:55 AM", " ".join(f"N{(k + i) % 57 + 3}" for i in range(20)), "N1-1"]
+            for k in range(40)]
+
+
 def test_authors_negatives_may_hit_the_history_and_ours_never_do(tmp_path):
-    rows = [[str(k), f"U{k}", "11/9/2019 9:57:55 AM", " ".join(f"N{(k + i) % 57 + 3}" for i in range(20)), "N1-1"] for k in range(40)]
-    raw = write_mind(tmp_path / "raw", behaviors=rows)
+    raw = write_mind(tmp_path / "raw", behaviors=forty_users())
     build(raw, tmp_path / "ours", "--n-train", "0", "--n-val", "0", "--n-test", "40")
     build(raw, tmp_path / "authors", "--n-train", "0", "--n-val", "0", "--n-test", "40", "--negatives", "authors")
     seen = lambda u: set(u["history"]) | {u["target"]}  # noqa: E731
@@ -156,6 +161,49 @@ def test_authors_negatives_may_hit_the_history_and_ours_never_do(tmp_path):
     # 20 of a 59-item catalogue are in each history: the authors' draws land there about a third of the time
     assert sum(len(seen(u) & set(u["negatives"])) for u in authors) > 100
     assert data.load_meta(str(tmp_path / "authors"))["protocol"]["negative_sampling"] == "authors"
+
+
+def test_train_negatives_are_k_distinct_and_the_k1_negative_comes_first(tmp_path):
+    raw = write_mind(tmp_path / "raw", behaviors=forty_users())
+    splits = "--n-train", "20", "--n-val", "10", "--n-test", "10"
+    metas = {k: build(raw, tmp_path / f"k{k}", *splits, "--train-negatives", str(k)) for k in (1, 3, 8)}
+    train = {k: data.load_split(str(tmp_path / f"k{k}"), "train") for k in metas}
+    for u, u3, u1 in zip(train[8], train[3], train[1]):
+        assert u["user"] == u1["user"] and len(u["negatives"]) == len(set(u["negatives"])) == 8
+        assert not (set(u["history"]) | {u["target"]}) & set(u["negatives"])
+        assert u["negatives"][0] == u1["negatives"][0]  # the one a K=1 build saves
+        assert u3["negatives"] == u["negatives"][:3]  # a larger K only adds negatives
+    for split in ("val.jsonl", "test.jsonl"):  # their negatives come from a stream the extra draws do not touch
+        assert files(tmp_path / "k8")[split] == files(tmp_path / "k1")[split]
+    assert metas[8]["protocol"]["train_negatives"] == 8 and metas[8]["protocol"]["negatives"]["train"] == 8
+    assert metas[1]["protocol"]["train_negatives"] == 1 and metas[1]["protocol"]["negatives"] == data.NEGATIVES
+    # the authors' rule may hit the history, but a user's K negatives are still distinct
+    build(raw, tmp_path / "authors", *splits, "--train-negatives", "30", "--negatives", "authors")
+    authors = data.load_split(str(tmp_path / "authors"), "train")
+    assert all(len(set(u["negatives"])) == 30 for u in authors)
+    assert sum(len(set(u["history"]) & set(u["negatives"])) for u in authors) > 50
+
+
+def test_train_negatives_are_seeded(tmp_path):
+    raw = write_mind(tmp_path / "raw", behaviors=forty_users())
+    for name, seed in (("a", "0"), ("b", "0"), ("c", "1")):
+        build(raw, tmp_path / name, "--n-train", "40", "--n-val", "0", "--n-test", "0", "--train-negatives", "5",
+              "--seed", seed)
+    assert files(tmp_path / "a") == files(tmp_path / "b")
+    extra = {name: {u["user"]: u["negatives"][1:] for u in data.load_split(str(tmp_path / name), "train")}
+             for name in "ac"}
+    assert sum(extra["a"][user] != extra["c"][user] for user in extra["a"]) > 30  # the same users, other draws
+
+
+def test_train_negatives_below_one_or_beyond_the_catalogue_is_a_clear_error(tmp_path, capsys):
+    raw = write_mind(tmp_path / "raw", behaviors=forty_users())
+    with pytest.raises(SystemExit):
+        build(raw, tmp_path / "zero", "--train-negatives", "0")
+    assert "--train-negatives must be >= 1" in capsys.readouterr().err
+    build(raw, tmp_path / "all", "--n-train", "40", "--n-val", "0", "--n-test", "0", "--train-negatives", "39")
+    assert all(len(set(u["negatives"])) == 39 for u in data.load_split(str(tmp_path / "all"), "train"))
+    msg = error_of(raw, tmp_path, "--n-train", "40", "--n-val", "0", "--n-test", "0", "--train-negatives", "40")
+    assert "--train-negatives 40: the catalogue has 59 items, 39 of them allowed as negatives" in msg
 
 def test_authors_item_text_puts_the_id_first_and_caps_nothing(tmp_path):
     raw = write_mind(tmp_path / "raw", behaviors=mind_behaviors())
