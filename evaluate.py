@@ -8,7 +8,10 @@ of a user share everything before the candidate: that prefix runs once and its k
 $ python evaluate.py --data data/mind --summaries S --adapter runs/mind/rec/epoch_1 --split test --out runs/mind/eval
 $ python evaluate.py --data data/mind --summaries S --split test --out runs/mind/zero-shot   # the base model
 $ python evaluate.py --data data/mind --summaries S --adapter runs/mind/rec --out runs/mind/eval   # best epoch on val
+$ python evaluate.py --data data/mind --summaries S --adapter runs/mind/full --out runs/mind/eval-full   # --lora none
 $ python evaluate.py --data data/mind --split test --out runs/mind/cheap --baselines-only   # random, popularity, TF-IDF
+$ python evaluate.py --data data/mind --split test --out runs/mind/probe --baselines-only \
+      --probe-summaries hierarchical=runs/mind/summaries-hierarchical.jsonl   # + TF-IDF from the summary alone
 $ torchrun --standalone --nproc_per_node 8 evaluate.py ...the same flags...
 
 Ties never favour the positive: a metric is its expected value when tied candidates are put in a uniformly
@@ -18,6 +21,7 @@ config, model, adapter, data hash) and results.md (a table in the style of the p
 interrupted evaluation resumes: users already scored are not scored again.
 """
 import argparse
+import gc
 import glob
 import hashlib
 import json
@@ -42,9 +46,9 @@ parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
 parser.add_argument("--data", required=True, help="folder written by data.py")
 parser.add_argument("--summaries", help="summaries file written by summarize.py (not needed for --tallrec, "
                     "--no-summary or baselines)")
-parser.add_argument("--adapter", nargs="*", default=[], help="LoRA adapter folder(s) written by train.py; a train.py "
-                    "--out folder means all its epoch_N adapters; several adapters: the best on val "
-                    "(Recall@3+@5+@10) is reported on --split")
+parser.add_argument("--adapter", nargs="*", default=[], help="checkpoint folder(s) written by train.py: a LoRA adapter "
+                    "or a full model (--lora none); a train.py --out folder means all its epoch_N checkpoints; "
+                    "several: the best on val (Recall@3+@5+@10) is reported on --split")
 parser.add_argument("--split", default="test", choices=["val", "test"])
 parser.add_argument("--out", required=True, help="folder for scores.jsonl, results.json, results.md")
 parser.add_argument("--model", default=None,
@@ -65,6 +69,9 @@ parser.add_argument("--max-len", type=int, default=2048, help="token budget of a
 # baselines and statistics
 parser.add_argument("--baselines", action="store_true", help="also rank with random, popularity and text similarity")
 parser.add_argument("--baselines-only", action="store_true", help="only the baselines: no model is loaded")
+parser.add_argument("--probe-summaries", nargs="*", default=[], metavar="NAME=PATH",
+                    help="summaries files written by summarize.py, each ranked by TF-IDF from the summary alone (no "
+                    "LLM) as the row 'summary probe: NAME (TF-IDF)', with or without --baselines")
 parser.add_argument("--include", nargs="*", default=[],
                     help="other evaluate.py --out folders (same data and split) to put in the table")
 parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples over users for the intervals")
@@ -141,27 +148,53 @@ def words(text):
     return re.findall(r"\w+", text.lower())
 
 
-def tfidf_scores(users, items):
-    """Cosine between the candidate's TF-IDF vector and the sum of the history items' (unit) vectors.
-    Document frequencies are counted over every item of items.jsonl."""
+def tfidf_vectorizer(items):
+    """vector(text): the text's unit TF-IDF vector {word: weight}. Document frequencies are counted over every
+    item of items.jsonl; a word that no item has (a summary's own words) gets the same idf with df 0."""
     df = Counter(w for text in items.values() for w in set(words(text)))
     n_docs = len(items)
 
-    def vector(item):
-        tf = Counter(words(items[item]))
-        v = {w: c * math.log((1 + n_docs) / (1 + df[w])) for w, c in tf.items()}
-        norm = math.sqrt(sum(x * x for x in v.values())) or 1.0
-        return {w: x / norm for w, x in v.items()}
+    def vector(text):
+        tf = Counter(words(text))
+        return unit({w: c * math.log((1 + n_docs) / (1 + df[w])) for w, c in tf.items()})
+    return vector
 
-    rows = []
+
+def unit(v):
+    norm = math.sqrt(sum(x * x for x in v.values())) or 1.0  # a text of no words stays the zero vector
+    return {w: x / norm for w, x in v.items()}
+
+
+def cosine_scores(users, items, vector, queries):
+    """[users, candidates]: the cosine between each candidate's TF-IDF vector and its user's query (a unit vector)."""
+    return np.array([[sum(x * query.get(w, 0.0) for w, x in vector(items[c]).items())
+                      for c in [u["target"]] + u["negatives"]] for u, query in zip(users, queries)])
+
+
+def tfidf_scores(users, items):
+    """Text similarity from the raw history: the cosine between the candidate's TF-IDF vector and the sum of
+    the history items' (unit) vectors. The counterpart of summary_tfidf_scores, which ranks the same way from
+    the summary instead: what the history's own words carry, with no LLM."""
+    vector = tfidf_vectorizer(items)
+    profiles = []
     for u in users:
         profile = Counter()
         for item in u["history"]:
-            profile.update(vector(item))
-        norm = math.sqrt(sum(x * x for x in profile.values())) or 1.0
-        rows.append([sum(x * profile.get(w, 0.0) for w, x in vector(c).items()) / norm
-                     for c in [u["target"]] + u["negatives"]])
-    return np.array(rows)
+            profile.update(vector(items[item]))
+        profiles.append(unit(profile))
+    return cosine_scores(users, items, vector, profiles)
+
+
+def summary_tfidf_scores(users, items, summaries, summaries_path="the summaries file"):
+    """Text similarity from the summary alone (a probe, no LLM recommender): the cosine between the candidate's
+    TF-IDF vector and the TF-IDF vector of the user's preference summary. Beside tfidf_scores it shows how much
+    of the ranking the summary's words carry, compared with the history's."""
+    missing = [u["user"] for u in users if u["user"] not in summaries]
+    if missing:
+        raise ValueError(f"user {missing[0]!r} has no summary in {summaries_path} ({len(missing)} of the "
+                         f"{len(users)} users have none); summarize every user of the split first")
+    vector = tfidf_vectorizer(items)
+    return cosine_scores(users, items, vector, [vector(summaries[u["user"]]) for u in users])
 
 
 # ---- Files ----
@@ -246,23 +279,40 @@ class Scorer:
         return candidates, p, shortened
 
 
+def checkpoint_kind(folder):
+    """"lora": a peft adapter (adapter_config.json), scored on the base model; "full": a whole fine-tuned model
+    as train.py --lora none writes it, a plain Hugging Face folder (config.json, model.safetensors); else None.
+    train.py's --out folder holds a config.json too, but no weights: it is neither."""
+    if os.path.isfile(os.path.join(folder, "adapter_config.json")):
+        return "lora"
+    if os.path.isfile(os.path.join(folder, "config.json")) and glob.glob(os.path.join(folder, "model.safetensors*")):
+        return "full"  # model.safetensors, or model.safetensors.index.json beside its shards
+    return None
+
+
 def adapters_of(paths):
-    """Adapter folders: a train.py --out folder stands for all its epoch_N adapters, in epoch order."""
+    """Checkpoint folders, LoRA or full: a train.py --out folder stands for all its epoch_N checkpoints, in epoch
+    order."""
     found = []
     for path in paths:
-        if os.path.isfile(os.path.join(path, "adapter_config.json")):
+        if checkpoint_kind(path):
             found.append(path)
-        else:
-            epochs = sorted(glob.glob(os.path.join(path, "epoch_*")), key=lambda p: int(p.rsplit("_", 1)[1]))
-            if not epochs:
-                raise FileNotFoundError(f"{path}: neither an adapter (adapter_config.json) nor a train.py folder "
-                                        f"with epoch_N adapters")
-            found += epochs
+            continue
+        epochs = sorted(glob.glob(os.path.join(path, "epoch_*")), key=lambda p: int(p.rsplit("_", 1)[1]))
+        if not epochs:
+            raise FileNotFoundError(f"{path}: neither a checkpoint (adapter_config.json, or config.json and "
+                                    f"model.safetensors) nor a train.py folder with epoch_N checkpoints")
+        for epoch in epochs:  # else it would be scored as the base model, under the checkpoint's name
+            if not checkpoint_kind(epoch):
+                raise FileNotFoundError(f"{epoch}: neither adapter_config.json nor config.json and model.safetensors; "
+                                        f"is train.py still writing it? Pass the finished epoch folders instead")
+        found += epochs
     return found
 
 
 def training_config(adapter):
-    """train.py's config.json in the folder above an adapter (OUT/epoch_N): the prompt settings it was trained with."""
+    """train.py's config.json in the folder above a checkpoint (OUT/epoch_N): the base model and the prompt
+    settings it was trained with."""
     path = os.path.join(os.path.dirname(os.path.abspath(adapter)), "config.json")
     if not os.path.isfile(path):
         return {}
@@ -284,9 +334,10 @@ def claim_folder(out_dir, run):
             json.dump(run, f, indent=1)
 
 
-def score_split(base, adapter, scorer, split, users, out_dir):
-    """[users, 21] scores of `users` with the base model, or with `adapter` on it, and how long it took
-    (seconds, candidates per second and prompts shortened, for what this rank scored now).
+def score_split(base, adapter, scorer, split, users, out_dir, dtype="auto", quantize="none"):
+    """[users, 21] scores of `users` with the base model, with the LoRA `adapter` on it, or with the full
+    checkpoint `adapter` (loaded in `dtype` and `quantize` in place of the base model, and freed after), and
+    how long it took (seconds, candidates per second and prompts shortened, for what this rank scored now).
 
     Each rank scores its share (every world_size-th user) that out_dir does not hold yet, and appends each
     user to its part file as soon as it is scored; rank 0 then merges the parts into out_dir/scores.jsonl
@@ -295,7 +346,14 @@ def score_split(base, adapter, scorer, split, users, out_dir):
     os.makedirs(out_dir, exist_ok=True)
     claim_folder(out_dir, {"model": scorer.model_name, "adapter": os.path.abspath(adapter) if adapter else None,
                            "prompt": scorer.settings, "data_hash": data_hash(scorer.data_dir, split)})
-    model = PeftModel.from_pretrained(base, adapter).eval() if adapter else base
+    kind = checkpoint_kind(adapter) if adapter else None
+    if kind == "full":
+        model = trsr.load_model(adapter, dtype=dtype, quantize=quantize).eval()
+    elif kind == "lora":
+        model = PeftModel.from_pretrained(base, adapter).eval()
+    else:
+        assert not adapter, f"{adapter}: not a checkpoint"  # adapters_of has checked it: never the base in its name
+        model = base
     scored = read_scores(glob.glob(os.path.join(out_dir, "scores*.jsonl")))
     mine = users[rank::world]
     todo = [u for u in mine if u["user"] not in scored]
@@ -312,8 +370,11 @@ def score_split(base, adapter, scorer, split, users, out_dir):
     os.close(fd)
     bar.close()
     seconds = time.time() - t0
-    if adapter:
+    if kind == "lora":
         model.unload()  # the LoRA layers out again: `base` is the plain base model once more
+    elif kind == "full":
+        del model
+        gc.collect()  # this checkpoint's memory back before the next one loads: two need not fit at once
     if world > 1:
         dist.barrier()
     if rank == 0:
@@ -345,8 +406,10 @@ def evaluate_model(args, users, items, domain):
             raise SystemExit("--summaries is needed: the prompt has a preference summary "
                              "(or pass --tallrec / --no-summary)")
         summaries = data.load_summaries(args.summaries)
-    tokenizer = trsr.load_tokenizer(model_name)
-    base = trsr.load_model(model_name, dtype=args.dtype, quantize=args.quantize).eval()
+    tokenizer = trsr.load_tokenizer(model_name)  # a full checkpoint's too: train.py saves the weights only
+    # the zero-shot run and LoRA adapters need the base model; a full checkpoint is loaded in its place
+    needs_base = any(a is None or checkpoint_kind(a) == "lora" for a in adapters)
+    base = trsr.load_model(model_name, dtype=args.dtype, quantize=args.quantize).eval() if needs_base else None
     scorer = Scorer(model_name, tokenizer, trsr.answer_token_ids(tokenizer), domain, items, summaries, settings,
                     args.data, not args.no_prefix_cache)
 
@@ -355,13 +418,13 @@ def evaluate_model(args, users, items, domain):
         val_users = data.load_split(args.data, "val")[:args.limit or None]
         for adapter in adapters:
             val_dir = os.path.join(args.out, "val", os.path.basename(adapter))
-            scores, _ = score_split(base, adapter, scorer, "val", val_users, val_dir)
+            scores, _ = score_split(base, adapter, scorer, "val", val_users, val_dir, args.dtype, args.quantize)
             selection[adapter] = {m: float(v.mean()) for m, v in per_user_metrics(scores).items()
                                   if m.startswith("Recall")}
             trsr.print0(f"val {adapter}: Recall@3+@5+@10 = {sum(selection[adapter].values()):.4f}")
         chosen = max(adapters, key=lambda a: sum(selection[a].values()))  # the first of equals
         trsr.print0(f"chosen on val: {chosen}")
-    scores, timing = score_split(base, chosen, scorer, args.split, users, args.out)
+    scores, timing = score_split(base, chosen, scorer, args.split, users, args.out, args.dtype, args.quantize)
     name = args.name or (("TALLRec mode" if settings["tallrec"] else "LLM-TRSR") if chosen else "zero-shot base model")
     return {"name": name, "scores": scores, "model": model_name, "adapter": chosen, "selection": selection,
             "prompt": settings, **timing}
@@ -379,7 +442,19 @@ def main(args):
     if not users:
         raise SystemExit(f"{args.data}/{args.split}.jsonl has no users")
 
-    # the table's rows, in order: the model, the included runs, then the baselines
+    # the summary probes are ranked first, so that a file without some user stops the run now, not after
+    # the scoring; the other ranks need none of it (a failed rank 0 ends a torchrun job)
+    probes = {}
+    if rank == 0:
+        for spec in args.probe_summaries:
+            name, _, path = spec.partition("=")
+            if not (name and path):
+                raise SystemExit(f"--probe-summaries takes NAME=PATH, e.g. hierarchical=runs/mind/"
+                                 f"summaries-hierarchical.jsonl; got {spec!r}")
+            scores = summary_tfidf_scores(users, items, data.load_summaries(path), path)
+            probes[f"summary probe: {name} (TF-IDF)"] = scores
+
+    # the table's rows, in order: the model, the included runs, the summary probes, then the baselines
     methods, model_row = {}, None
     if not args.baselines_only:
         model_row = evaluate_model(args, users, items, domain)
@@ -392,6 +467,7 @@ def main(args):
                 raise ValueError(f"{other}: evaluated on other data or users than {args.data} {args.split} "
                                  f"(--limit {args.limit})")
             methods[r["name"]] = scores_matrix(read_scores([os.path.join(other, "scores.jsonl")]), users)
+        methods.update(probes)
         if args.baselines or args.baselines_only:
             methods["text similarity (TF-IDF)"] = tfidf_scores(users, items)
             methods["popularity"] = popularity_scores(users, data.load_split(args.data, "train"))

@@ -1,5 +1,6 @@
 """evaluate.py: metrics worked out by hand, the tie rule, the bootstrap, baselines, and scoring with a
-tiny random model (shared prefix = one prompt per candidate; resume; checkpoint selection)."""
+tiny random model (shared prefix = one prompt per candidate; resume; checkpoint selection, LoRA and full),
+and the summary probe (TF-IDF from the summary alone)."""
 import json
 import os
 import subprocess
@@ -92,6 +93,61 @@ def test_baselines_by_hand():
              "c": "crime novel paperback", "d": "red garden hose"}
     s = evaluate.tfidf_scores(users, items)[0]
     assert s[0] == max(s) and s[1] == 0 and s[2] == 0 and s[3] > 0  # shared words score, others do not
+
+
+# 4 items; df: red 2, apple 2, green 1, car 1, blue 1, sky 1, and 0 for the summaries' other words.
+# idf = log((1 + 4) / (1 + df)): A for df 2, B for df 1, C for df 0.
+PROBE_ITEMS = {"a": "red apple", "b": "green apple", "c": "red car", "d": "blue sky"}
+PROBE_USERS = [{"user": "u1", "history": ["d"], "target": "b", "negatives": ["a", "c", "d"]},
+               {"user": "u2", "history": ["a"], "target": "d", "negatives": ["a", "b", "c"]}]
+A, B, C = np.log(5 / 3), np.log(5 / 2), np.log(5)
+
+
+def test_summary_probe_by_hand():
+    summaries = {"u1": "Red apple fan.", "u2": "Fan of the sky."}
+    s = evaluate.summary_tfidf_scores(PROBE_USERS, PROBE_ITEMS, summaries)
+    # u1's summary (red A, apple A, fan C) against a (red A, apple A), b (green B, apple A), c (red A, car B):
+    # a shares both words, b and c one each with the same weight, so b and c tie
+    ab = A * A / (np.sqrt(A * A + B * B) * np.sqrt(2 * A * A + C * C))
+    assert s[0] == pytest.approx([ab, np.sqrt(2) * A / np.sqrt(2 * A * A + C * C), ab, 0.0])
+    assert s[0] == pytest.approx([0.14100, 0.40950, 0.14100, 0.0], abs=1e-5)
+    # u2's summary (fan C, of C, the C, sky B) shares only sky, with d (blue B, sky B)
+    assert s[1] == pytest.approx([B / np.sqrt(2) / np.sqrt(3 * C * C + B * B), 0, 0, 0])
+    assert s[1] == pytest.approx([0.22080, 0, 0, 0], abs=1e-5)
+    m = evaluate.per_user_metrics(s)
+    # u1: a above, tied with c: rank 2 or 3; u2: on top
+    assert m["MRR@3"] == pytest.approx([(1 / 2 + 1 / 3) / 2, 1]) and m["AUC"] == pytest.approx([(3 - 1 - 0.5) / 3, 1])
+    # the history's counterpart puts u2's target last: its history (a) shares no word with d
+    h = evaluate.tfidf_scores(PROBE_USERS, PROBE_ITEMS)
+    one_shared = A / np.sqrt(2) / np.sqrt(A * A + B * B)  # a (unit) against b or c: apple or red, weight A
+    assert h[1] == pytest.approx([0, 1, one_shared, one_shared])
+    assert evaluate.per_user_metrics(h)["Recall@3"][1] == 0
+
+
+def test_summary_probe_names_the_user_without_a_summary():
+    with pytest.raises(ValueError, match=r"user 'u2' has no summary in runs/s.jsonl \(1 of the 2 users"):
+        evaluate.summary_tfidf_scores(PROBE_USERS, PROBE_ITEMS, {"u1": "Red apple fan."}, "runs/s.jsonl")
+
+
+def test_checkpoint_folders_of_either_kind(tmp_path):
+    def folder(name, *files):
+        os.makedirs(tmp_path / name, exist_ok=True)
+        for file in files:
+            (tmp_path / name / file).write_text("{}")
+        return str(tmp_path / name)
+    lora = folder("lora", "adapter_config.json", "adapter_model.safetensors")
+    full = folder("full", "config.json", "model.safetensors")
+    sharded = folder("sharded", "config.json", "model.safetensors.index.json", "model-00001-of-00002.safetensors")
+    run = folder("run", "config.json")  # train.py's config beside its epochs: no weights, not a checkpoint
+    folder("run/epoch_10", "config.json", "model.safetensors")
+    folder("run/epoch_2", "adapter_config.json")
+    assert [evaluate.checkpoint_kind(p) for p in (lora, full, sharded, run)] == ["lora", "full", "full", None]
+    assert evaluate.adapters_of([run, full]) == [f"{run}/epoch_2", f"{run}/epoch_10", full]
+    folder("run/epoch_11", "config.json")  # still being written: no weights yet
+    with pytest.raises(FileNotFoundError, match="epoch_11: neither"):
+        evaluate.adapters_of([run])
+    with pytest.raises(FileNotFoundError, match="nor a train.py folder"):
+        evaluate.adapters_of([folder("empty")])
 
 # ---- Scoring with a tiny random model ----
 
@@ -209,3 +265,77 @@ def test_torchrun_two_ranks_give_the_scores_of_one_process(setup):
     # the ranks' parts merge into one file in the split's order, equal to one process's
     assert open(root / "one" / "scores.jsonl").read() == open(root / "two" / "scores.jsonl").read()
     assert not [f for f in os.listdir(root / "two") if ".rank" in f]
+
+
+def test_probe_summaries_add_their_rows_with_or_without_baselines(setup):
+    root, model_dir = setup
+    path = str(root / "summaries.jsonl")
+    r = run_eval(root, model_dir, root / "probe", "--baselines-only", "--probe-summaries", f"hierarchical={path}")
+    name = "summary probe: hierarchical (TF-IDF)"
+    assert set(r["methods"]) == {name, "text similarity (TF-IDF)", "popularity", "random"}
+    test = data.load_split(str(root / "data"), "test")
+    expected = evaluate.summary_tfidf_scores(test, data.load_items(str(root / "data")), data.load_summaries(path))
+    assert r["methods"][name]["metrics"] == evaluate.summarize_metrics(expected, 100, 0)
+    assert f"| {name} | 6 |" in open(root / "probe" / "results.md").read()
+    # next to the model, without --baselines: the model's row and the probe's
+    r = run_eval(root, model_dir, root / "probe-model", "--limit", "2", "--probe-summaries", f"hierarchical={path}")
+    assert set(r["methods"]) == {"zero-shot base model", name}
+
+
+def test_probe_summaries_without_a_user_stop_before_scoring(setup):
+    root, model_dir = setup
+    test = data.load_split(str(root / "data"), "test")
+    lines = open(root / "summaries.jsonl").read().splitlines()
+    partial = root / "partial-summaries.jsonl"
+    partial.write_text("".join(line + "\n" for line in lines if json.loads(line)["user"] != test[1]["user"]))
+    with pytest.raises(ValueError, match=f"user {test[1]['user']!r} has no summary in {partial}"):
+        run_eval(root, model_dir, root / "probe-partial", "--probe-summaries", f"partial={partial}")
+    assert not os.path.exists(root / "probe-partial" / "scoring.json")  # no model was loaded or run
+    with pytest.raises(SystemExit, match="takes NAME=PATH"):
+        run_eval(root, model_dir, root / "probe-partial", "--baselines-only", "--probe-summaries", str(partial))
+
+
+def test_full_checkpoints_are_scored_in_place_of_the_base_model(setup):
+    """train.py --lora none: OUT/epoch_N are whole Hugging Face models; the best on val is scored on test with
+    its own weights, and the tokenizer comes from the base model named in OUT/config.json."""
+    import torch
+    root, model_dir = setup
+    run = root / "full"
+    for epoch in (1, 2):
+        model = trsr.load_model(model_dir, dtype="float32", device="cpu")
+        torch.manual_seed(epoch)
+        with torch.no_grad():  # every weight moved, as full fine-tuning does
+            for p in model.parameters():
+                p.add_(torch.randn_like(p) * 0.05)
+        model.save_pretrained(str(run / f"epoch_{epoch}"))
+    with open(run / "config.json", "w") as f:
+        json.dump({"model": model_dir, "recent": 3, "no_summary": False, "tallrec": False, "max_len": 2048,
+                   "lora": "none"}, f)
+    assert not os.path.exists(run / "epoch_1" / "tokenizer.json")
+    out = root / "full-eval"
+    # no --model: the base model (and its tokenizer) is the one train.py's config names
+    data_dir, summaries_path = str(root / "data"), str(root / "summaries.jsonl")
+    evaluate.main(evaluate.parser.parse_args(["--data", data_dir, "--summaries", summaries_path,
+                                              "--adapter", str(run), "--out", str(out), "--limit", "3",
+                                              "--dtype", "float32", "--bootstrap", "50"]))
+    r = json.load(open(out / "results.json"))
+    assert set(r["selection"]) == {str(run / "epoch_1"), str(run / "epoch_2")} and r["model"] == model_dir
+    sums = {a: sum(v.values()) for a, v in r["selection"].items()}
+    chosen = max(sums, key=sums.get)
+    assert r["adapter"] == chosen and "LLM-TRSR" in r["methods"]
+    assert json.load(open(out / "scoring.json"))["adapter"] == os.path.abspath(chosen)
+    # the same prompts scored directly: with the chosen checkpoint's weights, not the base model's
+    tokenizer = trsr.load_tokenizer(model_dir)
+    yes_no = trsr.answer_token_ids(tokenizer)
+    checkpoint = trsr.load_model(chosen, dtype="float32").eval()
+    base = trsr.load_model(model_dir, dtype="float32").eval()
+    items, summaries = data.load_items(data_dir), data.load_summaries(summaries_path)
+    scored = {s["user"]: np.array(s["p"]) for s in data.read_jsonl(str(out / "scores.jsonl"))}
+    for u in data.load_split(data_dir, "test")[:3]:
+        summary, history = trsr.recommender_inputs(u, items, summaries, recent=3)
+        texts = [items[c] for c in [u["target"]] + u["negatives"]]
+        prefix, suffixes, _ = trsr.fit_recommender_prompt(tokenizer, "news", summary, history, texts)
+        direct = trsr.score_candidates(checkpoint, tokenizer, prefix, suffixes, yes_no)
+        from_base = trsr.score_candidates(base, tokenizer, prefix, suffixes, yes_no)
+        assert np.max(np.abs(scored[u["user"]] - direct)) < 1e-5
+        assert np.max(np.abs(scored[u["user"]] - from_base)) > 1e-3
