@@ -1,6 +1,10 @@
 """Fine-tune the LLM recommender with LoRA (paper §4.3, §5.2.2): the prompt of Figure 8 (instruction,
 preference summary, recent items, one candidate) is answered 'Yes' for the user's next item and 'No' for
-a negative, and the model learns the next-token loss of eq. 1.
+each of its saved negatives, and the model learns the next-token loss of eq. 1.
+
+A user's prompts differ only in the candidate, so by default the shared prefix (instruction, summary, recent
+items) runs once and all of the user's candidates run as one batch on its key/value cache, gradients flowing
+back through it: the same losses and gradients as running every prompt whole (--per-prompt), for less work.
 
 One process (the CPU, or one GPU):
 $ python train.py --data runs/mind/data --summaries runs/mind/summaries.jsonl --out runs/mind/rec
@@ -10,12 +14,18 @@ What learned at the default model's 135M scale (200 users, 100 steps; the paper'
 $ python train.py --data D --summaries S --out O --limit 200 --loss answer --lr 1e-3 --grad-accum 4 --epochs 1
 The TALLRec baseline (no summary, the whole raw history in the prompt):
 $ python train.py --data D --out O --tallrec
+Every weight trained instead of LoRA (the authors' default), and LoRA on the MLP too:
+$ python train.py ... --lora none
+$ python train.py ... --lora-targets all-linear
+Validation Recall@3 every 10 optimizer steps (a learning curve in OUT/val.jsonl):
+$ python train.py ... --val-every 10 --val-users 100
 Continue an interrupted run from its last checkpoint:
 $ python train.py ...the same flags... --resume
 
 Writes to --out: config.json, log.jsonl (one record per optimizer step), epoch_N/ (the adapter after epoch
-N, in the format PeftModel.from_pretrained reads) and last/ (adapter, optimizer and loop state: what
---resume reads).
+N, in the format PeftModel.from_pretrained reads; with --lora none the whole model, in the format
+from_pretrained reads) and last/ (weights, optimizer and loop state: what --resume reads); with --val-every,
+val.jsonl.
 """
 import argparse
 import json
@@ -27,7 +37,6 @@ import time
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
 import trsr  # before peft: it quiets an import-time warning of bitsandbytes, which peft imports
 
@@ -39,6 +48,7 @@ from torch.distributed.fsdp import fully_shard
 from tqdm import tqdm
 
 import data
+import evaluate
 import prompts
 
 parser = argparse.ArgumentParser(description="LoRA fine-tuning of the LLM-TRSR recommender")
@@ -55,13 +65,21 @@ parser.add_argument("--no-summary", action="store_true", help="leave the prefere
 parser.add_argument("--tallrec", action="store_true", help="TALLRec baseline: no summary, the whole raw history")
 parser.add_argument("--max-len", type=int, default=2048, help="token budget of a prompt with its answer")
 parser.add_argument("--limit", type=int, default=0, help="use only the first N training users (0: all)")
+parser.add_argument("--negatives", type=int, default=0,
+                    help="train on each user's first N saved negatives (0: all that data.py --train-negatives saved); "
+                         "the loss weighs every prompt alike, as the paper's 1:1 does")
+parser.add_argument("--per-prompt", action="store_true",
+                    help="run every prompt whole instead of sharing a user's prefix across its candidates: the same "
+                         "losses and gradients within float error, slower (for comparison)")
 # optimization
 parser.add_argument("--loss", default="prompt", choices=["prompt", "answer"],
                     help="prompt: next-token loss over the whole prompt (eq. 1); answer: the Yes/No token only")
 parser.add_argument("--epochs", type=int, default=8)
-parser.add_argument("--batch-size", type=int, default=1, help="micro batch per process; >1 pads")
+parser.add_argument("--batch-size", type=int, default=1, help="micro batch of prompts per process (--per-prompt; "
+                    ">1 pads); the shared-prefix path runs one user's prompts per micro-step")
 parser.add_argument("--grad-accum", type=int, default=64,
-                    help="micro batches per optimizer step, over all processes: global batch = batch-size x grad-accum")
+                    help="micro batches per optimizer step, over all processes: global batch = batch-size x grad-accum "
+                         "prompts, whole users (1 + negatives prompts each)")
 parser.add_argument("--lr", type=float, default=1e-4)
 # The authors ran DeepSpeed's WarmupLR: constant after a warm-up of 0 steps, which DeepSpeed raises to 2
 parser.add_argument("--lr-schedule", default="constant", choices=["constant", "linear"],
@@ -70,11 +88,15 @@ parser.add_argument("--warmup", type=int, default=2, help="optimizer steps of li
 parser.add_argument("--weight-decay", type=float, default=5e-4, help="AdamW weight decay (the authors': 5e-4)")
 parser.add_argument("--adam-beta2", type=float, default=0.95, help="AdamW beta2 (the authors': 0.95)")
 parser.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm (0: no clipping)")
+parser.add_argument("--lora", default="yes", choices=["yes", "none"],
+                    help="yes: LoRA adapters on the frozen base (the paper's); none: every weight trained (full "
+                         "fine-tuning, the authors' code's default)")
 parser.add_argument("--lora-r", type=int, default=8)
 parser.add_argument("--lora-alpha", type=int, default=16)
 parser.add_argument("--lora-dropout", type=float, default=0.05)
 parser.add_argument("--lora-targets", default="q_proj,k_proj,v_proj,o_proj",
-                    help="comma-separated module names (Pythia: query_key_value,dense)")
+                    help="comma-separated module names (Pythia: query_key_value,dense), or all-linear (attention and "
+                         "MLP, every linear layer but the output head)")
 parser.add_argument("--seed", type=int, default=0)
 parser.add_argument("--grad-checkpoint", action="store_true",
                     help="recompute each decoder layer's activations in the backward pass: memory for long prompts "
@@ -87,11 +109,20 @@ parser.add_argument("--stop-after", type=int, default=0,
                     help="stop after this optimizer step with a checkpoint, as a time-limited job would; "
                          "--resume goes on")
 parser.add_argument("--resume", action="store_true", help="continue from OUT/last")
+# validation while training: the learning curve
+parser.add_argument("--val-every", type=int, default=0,
+                    help="score the val users' 21 candidates every K optimizer steps, before the first and after the "
+                         "last, into OUT/val.jsonl (0: never)")
+parser.add_argument("--val-users", type=int, default=0, help="with --val-every: the first N val users (0: all)")
 args = parser.parse_args()
 config = vars(args)
 use_summary = not (args.no_summary or args.tallrec)
 if use_summary and not args.summaries:
     parser.error("--summaries is required, unless --no-summary or --tallrec")
+if args.grad_checkpoint and not args.per_prompt:
+    # transformers drops the key/value cache inside a checkpointed layer, and the shared prefix lives in it
+    parser.error("--grad-checkpoint needs --per-prompt: activation checkpointing cannot keep the shared prefix's "
+                 "key/value cache")
 
 # processes: torchrun starts one per GPU (RANK, LOCAL_RANK, WORLD_SIZE); plain python, one
 rank, local_rank, world_size, device = trsr.init_distributed()
@@ -116,7 +147,8 @@ if args.resume:
         raise SystemExit(f"--resume: no checkpoint in {ckpt_dir}")
     state = torch.load(os.path.join(ckpt_dir, "state.pt"), weights_only=True)
     # flags that change what is computed must match the interrupted run
-    differ = [k for k in config if k not in ("resume", "stop_after", "save_every", "out", "grad_checkpoint")
+    differ = [k for k in config if k not in ("resume", "stop_after", "save_every", "out", "grad_checkpoint",
+                                             "val_every", "val_users")
               and config[k] != state["config"].get(k)]
     if differ:
         raise SystemExit("--resume: these flags differ from the checkpoint's run: "
@@ -125,7 +157,7 @@ if args.resume:
 elif os.path.exists(ckpt_dir):
     raise SystemExit(f"{args.out} already holds a run; pass --resume to continue it or choose another --out")
 
-# ---- data: every training user gives two samples, its next item (Yes) and its saved negative (No) ----
+# ---- data: every training user gives 1 + K prompts that share a prefix: its next item (Yes), its K negatives (No) ----
 tokenizer = trsr.load_tokenizer(args.model)
 yes_id, no_id = trsr.answer_token_ids(tokenizer)
 domain = prompts.DOMAINS[data.load_meta(args.data)["dataset"]]
@@ -134,61 +166,83 @@ users = data.load_split(args.data, "train")
 users = users[:args.limit] if args.limit else users
 summaries = data.load_summaries(args.summaries) if use_summary else {}
 items_path, train_path = os.path.join(args.data, "items.jsonl"), os.path.join(args.data, "train.jsonl")
-samples, n_short = [], 0  # samples: token ids of prompt + answer
+groups, n_short = [], 0  # per user: (prefix ids, [candidate suffix ids], [answer id per candidate])
 bar = trsr.progress(len(users), "building prompts", "users", show=master)
 for user in users:
-    if not user["negatives"]:
-        raise ValueError(f"{train_path}: user {user['user']!r} has no negative")
+    negatives = user["negatives"][:args.negatives or None]
+    want = len(groups[0][2]) - 1 if groups else max(args.negatives, 1)  # every user gives as many prompts
+    if len(negatives) < want or (groups and len(negatives) != want):
+        raise ValueError(f"{train_path}: user {user['user']!r} has {len(negatives)} negative(s) where {want} are "
+                         f"needed (--negatives {args.negatives}); rebuild the data with data.py --train-negatives K")
     summary, history = trsr.recommender_inputs(user, items, summaries, args.recent, use_summary, args.tallrec,
                                                args.summaries, items_path)
-    for candidate, answer in ((user["target"], yes_id), (user["negatives"][0], no_id)):
-        text = trsr.item_text(items, candidate, user["user"], items_path)
-        try:
-            prefix, (suffix,), shortened = trsr.fit_recommender_prompt(tokenizer, domain, summary, history, [text],
-                                                                       args.max_len)
-        except ValueError as e:
-            raise ValueError(f"user {user['user']!r}, candidate {candidate!r}: {e}") from None
-        # the answer is appended as its id, which answer_token_ids checked equals tokenizing the text
-        samples.append(tokenizer(prefix + suffix)["input_ids"] + [answer])
-        n_short += shortened
+    texts = [trsr.item_text(items, c, user["user"], items_path) for c in [user["target"]] + negatives]
+    try:  # one prefix fits every candidate of the user, as in scoring
+        prefix, suffixes, shortened = trsr.fit_recommender_prompt(tokenizer, domain, summary, history, texts,
+                                                                  args.max_len)
+    except ValueError as e:
+        raise ValueError(f"user {user['user']!r}: {e}") from None
+    tails = [trsr.encode_prompt(tokenizer, prefix, s)[1] for s in suffixes]
+    # the answer is appended as its id, which answer_token_ids checked equals tokenizing the text
+    groups.append((tokenizer(prefix)["input_ids"], tails, [yes_id] + [no_id] * len(negatives)))
+    n_short += shortened
     bar.update(1)
 bar.close()
-lengths = [len(s) for s in samples]
-steps_per_epoch = len(samples) // global_batch
+per_user = len(groups[0][1])  # prompts per user: 1 + K
+lengths = [len(head) + len(tail) + 1 for head, tails, _ in groups for tail in tails]
+if global_batch % per_user:
+    raise SystemExit(f"a global batch of {global_batch} prompts does not hold whole users of {per_user} prompts "
+                     f"(1 positive + {per_user - 1} negatives); choose --grad-accum x --batch-size as a multiple of "
+                     f"{per_user}")
+users_per_step = global_batch // per_user
+if users_per_step % world_size:
+    raise SystemExit(f"{users_per_step} users per optimizer step do not divide among {world_size} processes; raise "
+                     f"--grad-accum")
+steps_per_epoch = len(groups) // users_per_step
 if steps_per_epoch == 0:
-    raise SystemExit(f"{len(samples)} training samples are fewer than one global batch of {global_batch}; "
-                     f"lower --grad-accum or --batch-size, or raise --limit")
+    raise SystemExit(f"{len(groups)} training users are fewer than one global batch of {users_per_step} users "
+                     f"({global_batch} prompts); lower --grad-accum or --batch-size, or raise --limit")
 total_steps = steps_per_epoch * args.epochs
-print0(f"{len(users)} users -> {len(samples)} prompts ({domain}, "
+print0(f"{len(users)} users -> {len(lengths)} prompts, 1 positive : {per_user - 1} negative(s) each ({domain}, "
        f"{'TALLRec: whole history' if args.tallrec else f'{args.recent} recent items'}, "
-       f"{'with' if use_summary else 'no'} summary), tokens mean {sum(lengths) / len(lengths):.0f} max {max(lengths)}; "
-       f"{n_short} shortened to fit --max-len {args.max_len}")
-print0(f"global batch {global_batch} = micro batch {args.batch_size} x {accum} micro-steps x {world_size} process(es); "
-       f"{steps_per_epoch} steps per epoch ({len(samples) - steps_per_epoch * global_batch} samples left out of each "
+       f"{'with' if use_summary else 'no'} summary), tokens mean {sum(lengths) / len(lengths):.0f} max {max(lengths)}, "
+       f"shared prefix mean {sum(len(g[0]) for g in groups) / len(groups):.0f}; {n_short} users' prompts shortened to "
+       f"fit --max-len {args.max_len}")
+micro_desc = (f"micro batch {args.batch_size} prompt(s) x {accum} micro-steps" if args.per_prompt else
+              f"{users_per_step // world_size} micro-steps of one user's {per_user} prompts (shared prefix)")
+print0(f"global batch {global_batch} prompts = {users_per_step} users = {micro_desc} x {world_size} process(es); "
+       f"{steps_per_epoch} steps per epoch ({len(groups) - steps_per_epoch * users_per_step} users left out of each "
        f"epoch, different ones each time), {total_steps} steps")
 
-# ---- model: LoRA on the frozen base, then FSDP2 around it ----
+# ---- model: LoRA on the frozen base (or every weight trained), then FSDP2 around it ----
 torch.manual_seed(args.seed)  # the same LoRA initialization on every rank
-model = trsr.load_model(args.model, dtype=dtype, device=device)
-if args.resume:
-    model = PeftModel.from_pretrained(model, ckpt_dir, is_trainable=True)
+full_ft = args.lora == "none"
+if full_ft:  # the whole model is the checkpoint
+    model = trsr.load_model(ckpt_dir if args.resume else args.model, dtype=dtype, device=device)
 else:
-    model = get_peft_model(model, LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
-                                             target_modules=args.lora_targets.split(","), task_type="CAUSAL_LM"))
+    model = trsr.load_model(args.model, dtype=dtype, device=device)
+    if args.resume:
+        model = PeftModel.from_pretrained(model, ckpt_dir, is_trainable=True)
+    else:
+        targets = args.lora_targets if args.lora_targets == "all-linear" else args.lora_targets.split(",")
+        model = get_peft_model(model, LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha,
+                                                 lora_dropout=args.lora_dropout, target_modules=targets,
+                                                 task_type="CAUSAL_LM"))
 model.train()
 if args.grad_checkpoint:
     # non-reentrant: it needs no input that requires grad (the base is frozen, only LoRA trains), and under
     # FSDP2 the recomputed layer simply gathers its weights again
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
-print0(f"LoRA r {args.lora_r} on {args.lora_targets}: {n_train:,} trainable of "
-       f"{sum(p.numel() for p in model.parameters()):,} parameters")
+print0(("full fine-tuning: " if full_ft else f"LoRA r {args.lora_r} on {args.lora_targets}: ")
+       + f"{n_train:,} trainable of {sum(p.numel() for p in model.parameters()):,} parameters")
 if ddp:
     # each decoder layer is one FSDP unit (its weights are gathered just before it runs); the root takes
     # the rest (embeddings, final norm, head). fully_shard changes the modules in place, so `model` stays
-    # the PeftModel whose save_pretrained writes the adapter.
+    # the PeftModel (or the plain model) whose save_pretrained writes the checkpoint.
     mesh = init_device_mesh(device.type, (world_size,))
-    layer_classes = set(model.get_base_model()._no_split_modules or [])
+    base_model = model if full_ft else model.get_base_model()
+    layer_classes = set(base_model._no_split_modules or [])
     layers = [m for m in model.modules() if type(m).__name__ in layer_classes]
     assert layers, f"found no decoder layers ({layer_classes}) to shard in {args.model}"
     for layer in layers:
@@ -209,16 +263,17 @@ def get_lr(step):
 
 
 def epoch_order(epoch):
-    """The epoch's shuffle, a function of seed and epoch only, so a resumed run sees the same order."""
-    return torch.randperm(len(samples), generator=torch.Generator().manual_seed(args.seed * 1000 + epoch)).tolist()
+    """The epoch's shuffle of the users, a function of seed and epoch only, so a resumed run sees the same order."""
+    return torch.randperm(len(groups), generator=torch.Generator().manual_seed(args.seed * 1000 + epoch)).tolist()
 
 
 def save_checkpoint(step, elapsed, epoch_end):
-    """Adapter, optimizer and loop state to OUT/last (and the adapter to OUT/epoch_N at an epoch's end).
+    """Adapter (or whole model), optimizer and loop state to OUT/last, and the adapter (model) to OUT/epoch_N at an
+    epoch's end.
     Every rank takes part in gathering; rank 0 writes to a temporary folder and renames it, so a run killed
     while saving still has its previous checkpoint."""
     full = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
-    adapter = get_model_state_dict(model, options=full)
+    weights = get_model_state_dict(model, options=full)  # the adapter, or with --lora none every weight
     optim = get_optimizer_state_dict(model, optimizer, options=full)
     rng = [None] * world_size  # each rank's dropout draws
     my_rng = {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None}
@@ -229,7 +284,7 @@ def save_checkpoint(step, elapsed, epoch_end):
     if master:
         tmp = ckpt_dir + ".tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp, state_dict=adapter)
+        save_weights(tmp, weights)
         torch.save(optim, os.path.join(tmp, "optimizer.pt"))
         torch.save({"step": step, "elapsed": elapsed, "config": config, "rng": rng}, os.path.join(tmp, "state.pt"))
         if os.path.exists(ckpt_dir):
@@ -237,15 +292,57 @@ def save_checkpoint(step, elapsed, epoch_end):
         os.rename(tmp, ckpt_dir)
         shutil.rmtree(ckpt_dir + ".old", ignore_errors=True)
         if epoch_end:
-            model.save_pretrained(os.path.join(args.out, f"epoch_{step // steps_per_epoch}"), state_dict=adapter)
+            save_weights(os.path.join(args.out, f"epoch_{step // steps_per_epoch}"), weights)
         print0(f"saved checkpoint at step {step}"
                + (f" and {args.out}/epoch_{step // steps_per_epoch}" if epoch_end else ""))
     if ddp:
         dist.barrier()
 
 
+def save_weights(folder, weights):
+    """An adapter folder that PeftModel.from_pretrained reads, or with --lora none a model folder (with its
+    tokenizer) that from_pretrained reads."""
+    model.save_pretrained(folder, state_dict=weights)
+    if full_ft:
+        tokenizer.save_pretrained(folder)
+
+
+# validation while training: every val user's 21 candidates scored as evaluate.py scores them
+val_users = data.load_split(args.data, "val")[:args.val_users or None] if args.val_every else []
+if args.val_every and len(val_users) < world_size:
+    raise SystemExit(f"--val-every: {args.data}/val.jsonl has {len(val_users)} users, fewer than the {world_size} "
+                     f"processes; build the data with more --n-val users")
+scorer = evaluate.Scorer(args.model, tokenizer, (yes_id, no_id), domain, items, summaries,
+                         {"recent": args.recent, "no_summary": args.no_summary, "tallrec": args.tallrec,
+                          "max_len": args.max_len}, args.data, prefix_cache=True)
+
+
+def validate(step, elapsed):
+    """Val Recall@K and MRR@K of the model as it is now, one record in OUT/val.jsonl; every rank scores every
+    world_size-th user (padded to the same count, since each forward under FSDP is a collective)."""
+    t0 = time.time()
+    model.eval()
+    mine = val_users[rank::world_size]
+    mine += mine[:1] * (-(-len(val_users) // world_size) - len(mine))  # repeats, dropped below
+    scores = [scorer.score(model, u)[1] for u in mine]
+    model.train()
+    if ddp:
+        gathered = [None] * world_size
+        dist.all_gather_object(gathered, scores)
+        by_user = {r + world_size * i: s for r, part in enumerate(gathered) for i, s in enumerate(part)}
+        scores = [by_user[j] for j in range(len(val_users))]
+    metrics = {m: float(v.mean()) for m, v in evaluate.per_user_metrics(scores).items()
+               if m in ("Recall@3", "Recall@5", "Recall@10", "MRR@10")}
+    if master:
+        with open(val_path, "a") as f:
+            f.write(json.dumps({"step": step, "elapsed": elapsed, "users": len(val_users), **metrics}) + "\n")
+        print0(f"val step {step}: " + " | ".join(f"{m} {v:.4f}" for m, v in metrics.items())
+               + f" ({len(val_users)} users, {time.time() - t0:.0f} s)")
+    return time.time() - t0
+
+
 start_step, elapsed0 = 0, 0.0
-log_path = os.path.join(args.out, "log.jsonl")
+log_path, val_path = os.path.join(args.out, "log.jsonl"), os.path.join(args.out, "val.jsonl")
 if args.resume:
     optim_state = torch.load(os.path.join(ckpt_dir, "optimizer.pt"), weights_only=True)
     set_optimizer_state_dict(model, optimizer, optim_state, options=StateDictOptions(full_state_dict=True))
@@ -259,9 +356,10 @@ if args.resume:
                f"draws will differ from the interrupted run")
         torch.manual_seed(args.seed + rank)
     if master:  # drop log records of steps after the checkpoint: they are about to be redone
-        kept = [r for r in data.read_jsonl(log_path) if r["step"] <= start_step] if os.path.exists(log_path) else []
-        with open(log_path, "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in kept)
+        for path in (log_path, val_path):
+            kept = [r for r in data.read_jsonl(path) if r["step"] <= start_step] if os.path.exists(path) else []
+            with open(path, "w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in kept)
     print0(f"resumed from {ckpt_dir} at step {start_step}")
 else:
     torch.manual_seed(args.seed + rank)  # dropout: different draws on each rank
@@ -270,14 +368,21 @@ else:
         with open(os.path.join(args.out, "config.json"), "w") as f:
             json.dump(config, f, indent=2)
         open(log_path, "w").close()
+        if args.val_every:
+            open(val_path, "w").close()
 
 # ---- training loop ----
 pad_id = tokenizer.pad_token_id
+
+
 # a bar on a terminal only: a log file already gets one line per step
 pbar = tqdm(total=total_steps, initial=start_step, unit="step", disable=not (master and sys.stderr.isatty()),
             dynamic_ncols=True)
-t_start = time.time()
+t_start, val_seconds = time.time(), 0.0  # validation's time is left out of the training time logged
+if args.val_every and start_step == 0:
+    val_seconds += validate(0, elapsed0)
 order = None
+share = global_batch // world_size  # prompts per process per optimizer step
 for step in range(start_step, total_steps):
     t0 = time.time()
     epoch, i = divmod(step, steps_per_epoch)
@@ -286,34 +391,29 @@ for step in range(start_step, total_steps):
     lr = get_lr(step)
     for group in optimizer.param_groups:
         group["lr"] = lr
-    batch = order[(i * global_batch):((i + 1) * global_batch)]
-    loss_sum = torch.zeros(2, dtype=torch.float64, device=device)  # this rank's summed sample losses, tokens
-    for micro in range(accum):
+    step_users = [groups[j] for j in order[(i * users_per_step):((i + 1) * users_per_step)]]
+    # this rank's micro batches: whole prompts (--per-prompt) or one user's prompts at a time
+    if args.per_prompt:
+        prompts_in_step = [head + tail + [a] for head, tails, answers in step_users for tail, a in zip(tails, answers)]
+        micro_batches = [prompts_in_step[(m * world_size + rank) * args.batch_size:][:args.batch_size]
+                         for m in range(accum)]
+    else:
+        micro_batches = step_users[rank::world_size]
+    loss_sum = torch.zeros(2, dtype=torch.float64, device=device)  # this rank's summed prompt losses, tokens
+    for micro, batch in enumerate(micro_batches):
         if ddp:  # reduce-scatter gradients only once, after the last micro-step
-            model.set_requires_gradient_sync(micro == accum - 1)
-        start = (micro * world_size + rank) * args.batch_size
-        rows = [samples[j] for j in batch[start:start + args.batch_size]]
-        input_ids, mask = trsr.right_pad(rows, pad_id)
-        input_ids, mask = input_ids.to(device), mask.to(device)
-        if args.loss == "answer":
-            # only the logits that predict each row's last token (the answer) are computed
-            answer_at = mask.sum(1) - 1
-            keep = torch.unique(answer_at - 1)
-            logits = model(input_ids=input_ids, attention_mask=mask, use_cache=False, logits_to_keep=keep).logits
-            logits = logits[torch.arange(len(rows), device=device), torch.searchsorted(keep, answer_at - 1)]
-            answers = input_ids.gather(1, answer_at[:, None])[:, 0]
-            sample_loss = F.cross_entropy(logits.float(), answers, reduction="none")
+            model.set_requires_gradient_sync(micro == len(micro_batches) - 1)
+        if args.per_prompt:
+            sample_loss, tokens = trsr.prompt_losses(model, batch, pad_id, args.loss), sum(len(r) for r in batch)
         else:
-            logits = model(input_ids=input_ids, attention_mask=mask, use_cache=False).logits[:, :-1]
-            targets = input_ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
-            # flattened to (tokens, vocabulary): a (batch, vocabulary, tokens) view took 2.4x as long on CPU
-            token_loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1),
-                                         reduction="none").view(targets.shape)
-            sample_loss = token_loss.sum(1) / mask[:, 1:].sum(1)  # eq. 1 per prompt, as a mean over its tokens
+            head, tails, answers = batch
+            sample_loss = trsr.user_losses(model, head, tails, answers, pad_id, args.loss, under_fsdp=ddp)
+            tokens = len(tails) * (len(head) + 1) + sum(len(t) for t in tails)  # as if each prompt ran whole
         # the step's loss is the mean over the global batch; FSDP averages gradients over ranks, so each
         # rank divides by its own share of the batch
-        (sample_loss.sum() / (args.batch_size * accum)).backward()
-        loss_sum += torch.stack([sample_loss.detach().sum().double(), mask.sum().double()])
+        (sample_loss.sum() / share).backward()
+        loss_sum[0] += sample_loss.detach().sum().double()
+        loss_sum[1] += tokens
     if ddp:
         dist.all_reduce(loss_sum)
     loss, tokens = loss_sum[0].item() / global_batch, int(loss_sum[1].item())
@@ -327,15 +427,17 @@ for step in range(start_step, total_steps):
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
 
-    done, dt, elapsed = step + 1, time.time() - t0, elapsed0 + time.time() - t_start
+    done, dt, elapsed = step + 1, time.time() - t0, elapsed0 + time.time() - t_start - val_seconds
     if master:
         record = {"step": done, "epoch": epoch + 1, "loss": loss, "lr": lr, "tokens": tokens,
-                  "tokens_per_s": tokens / dt, "elapsed": elapsed}
+                  "tokens_per_s": tokens / dt, "prompts_per_s": global_batch / dt, "elapsed": elapsed}
         with open(log_path, "a") as f:
             f.write(json.dumps(record) + "\n")
         print0(f"step {done}/{total_steps} | epoch {epoch + 1} | loss {loss:.4f} | lr {lr:.2e} | "
-               f"{tokens / dt:.0f} tok/s | {elapsed:.1f}s")
+               f"{tokens / dt:.0f} tok/s | {global_batch / dt:.2f} prompts/s | {elapsed:.1f}s")
         pbar.update(1)
+    if args.val_every and (done % args.val_every == 0 or done == total_steps):
+        val_seconds += validate(done, elapsed)
     epoch_end = done % steps_per_epoch == 0
     if epoch_end or (args.save_every and done % args.save_every == 0) or done == args.stop_after:
         save_checkpoint(done, elapsed, epoch_end)

@@ -28,6 +28,7 @@ import warnings
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, GgufConfig
 from transformers.utils import logging as transformers_logging
@@ -267,6 +268,83 @@ def right_pad(rows, pad_id):
 
 # ---- Scoring: p = softmax(logit_yes, logit_no) (paper eq. 2-3) ----
 
+def forward_shared_prefix(model, head, tails, pad_id, every_position=False):
+    """The prompts head + tails[i], with the shared head run once: its key/value cache, repeated for every tail,
+    serves all tails as one right-padded batch, whose positions go on from the head. Both passes go through the
+    model's own forward (so FSDP's hooks gather what they shard), and gradients flow back through the cache into
+    the head, so training uses this as scoring does.
+
+    every_position=False: ([1, vocab] head logits at its last position, [n, vocab] logits at each tail's last real
+    token, which predict what follows, the tails' mask).
+    every_position=True: ([len(head), vocab] head logits, [n, longest tail, vocab] tail logits, the tails' mask).
+    Output logits are computed only where they are returned."""
+    device = next(model.parameters()).device
+    n = len(tails)
+    out = model(input_ids=torch.tensor([head], device=device), use_cache=True,
+                logits_to_keep=0 if every_position else 1)
+    cache = out.cache
+    cache.batch_repeat_interleave(n)
+    ids, mask = right_pad(tails, pad_id)
+    ids, mask = ids.to(device), mask.to(device)
+    attention = torch.cat([torch.ones((n, len(head)), dtype=torch.long, device=device), mask], 1)
+    if every_position:
+        logits = model(input_ids=ids, attention_mask=attention, cache=cache, use_cache=True).logits
+        return out.logits[0], logits, mask
+    last = torch.zeros_like(mask, dtype=torch.bool)
+    last[torch.arange(n, device=device), mask.sum(1) - 1] = True  # one position per row, in row order
+    return out.logits[0], model(input_ids=ids, attention_mask=attention, cache=cache, use_cache=True,
+                                logits_to_keep=last).logits.reshape(n, -1), mask
+
+
+# ---- Training losses: eq. 1 over the whole prompt, or the answer token only ----
+
+def prompt_losses(model, rows, pad_id, loss="prompt"):
+    """The loss of each whole prompt (token ids ending in its answer), run as one right-padded batch.
+    loss "prompt": eq. 1, the next-token loss over the prompt, a mean over its tokens; "answer": the loss of
+    the answer token alone."""
+    device = next(model.parameters()).device
+    input_ids, mask = right_pad(rows, pad_id)
+    input_ids, mask = input_ids.to(device), mask.to(device)
+    if loss == "answer":
+        # only the logits that predict each row's last token (the answer) are computed
+        answer_at = mask.sum(1) - 1
+        keep = torch.unique(answer_at - 1)
+        logits = model(input_ids=input_ids, attention_mask=mask, use_cache=False, logits_to_keep=keep).logits
+        logits = logits[torch.arange(len(rows), device=device), torch.searchsorted(keep, answer_at - 1)]
+        answers = input_ids.gather(1, answer_at[:, None])[:, 0]
+        return F.cross_entropy(logits.float(), answers, reduction="none")
+    logits = model(input_ids=input_ids, attention_mask=mask, use_cache=False).logits[:, :-1]
+    targets = input_ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
+    # flattened to (tokens, vocabulary): a (batch, vocabulary, tokens) view took 2.4x as long on CPU
+    token_loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1),
+                                 reduction="none").view(targets.shape)
+    return token_loss.sum(1) / mask[:, 1:].sum(1)
+
+
+def user_losses(model, head, tails, answers, pad_id, loss="prompt", under_fsdp=False):
+    """The losses of one user's prompts head + tails[i] + [answers[i]], the shared head run once
+    (forward_shared_prefix): the numbers prompt_losses gives for the whole prompts, within float error."""
+    device = next(model.parameters()).device
+    if loss == "answer":
+        head_logits, logits, _ = forward_shared_prefix(model, head, tails, pad_id)
+        losses = F.cross_entropy(logits.float(), torch.tensor(answers, device=device), reduction="none")
+        # FSDP2 gathers a layer's weights for its backward when the gradient of the layer's output arrives; the
+        # head's last layer reaches the answers only through its key/value cache, so its output is tied into
+        # the loss (with weight 0) for that gather to happen before the cache's gradient needs the weights
+        return losses + 0 * head_logits.sum() if under_fsdp else losses
+    rows = [tail + [a] for tail, a in zip(tails, answers)]
+    head_logits, tail_logits, mask = forward_shared_prefix(model, head, rows, pad_id, every_position=True)
+    ids = right_pad(rows, pad_id)[0].to(device)
+    # eq. 1 counts the head's tokens in every prompt: its predictions within the head (the same for all), the
+    # prediction of each tail's first token from the head's last position, then the tail's own
+    head_loss = F.cross_entropy(head_logits[:-1].float(), torch.tensor(head[1:], device=device), reduction="sum")
+    first = F.cross_entropy(head_logits[-1:].float().expand(len(rows), -1), ids[:, 0], reduction="none")
+    targets = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
+    tail_loss = F.cross_entropy(tail_logits[:, :-1].float().reshape(-1, tail_logits.size(-1)), targets.reshape(-1),
+                                reduction="none").view(targets.shape).sum(1)
+    return (head_loss + first + tail_loss) / (len(head) + mask.sum(1) - 1)
+
+
 @torch.no_grad()
 def score_candidates(model, tokenizer, prefix, suffixes, yes_no, prefix_cache=True):
     """p for each candidate: the probability of 'Yes' against 'No' after prefix + suffix, in fp32.
@@ -275,10 +353,10 @@ def score_candidates(model, tokenizer, prefix, suffixes, yes_no, prefix_cache=Tr
     softmax over eq. 2's probabilities instead; the two rank alike only when the rest of the vocabulary
     takes the same mass for every candidate, so this one is the score, stated as such in the README.
 
-    prefix_cache=True runs the shared prefix once, repeats its key/value cache for every candidate, and
-    runs all suffixes as one right-padded batch; output logits are computed only at each row's last real
-    token, and only for the two answer tokens. prefix_cache=False is the straightforward way, one whole
-    prompt per candidate: the same numbers (within float error), several times slower."""
+    prefix_cache=True runs the shared prefix once and all suffixes as one batch on its key/value cache
+    (forward_shared_prefix), output logits only at each row's last real token. prefix_cache=False is the
+    straightforward way, one whole prompt per candidate: the same numbers (within float error), several times
+    slower."""
     device = next(model.parameters()).device
     pairs = [encode_prompt(tokenizer, prefix, s) for s in suffixes]
     yes_no = torch.tensor(yes_no, device=device)
@@ -286,19 +364,8 @@ def score_candidates(model, tokenizer, prefix, suffixes, yes_no, prefix_cache=Tr
         logits = torch.stack([model(input_ids=torch.tensor([head + tail], device=device),
                                     logits_to_keep=1).logits[0, -1, yes_no] for head, tail in pairs]).float()
         return torch.softmax(logits, -1)[:, 0].tolist()
-    causal = model.get_base_model() if hasattr(model, "get_base_model") else model  # under peft, LoRA stays in
-    decoder, head_layer = causal.get_decoder(), causal.get_output_embeddings()
-    head = pairs[0][0]
-    cache = decoder(input_ids=torch.tensor([head], device=device), use_cache=True).cache
-    n = len(pairs)
-    cache.batch_repeat_interleave(n)
-    ids, mask = right_pad([tail for _, tail in pairs], tokenizer.pad_token_id)  # positions go on from the prefix
-    attention = torch.cat([torch.ones((n, len(head)), dtype=torch.long), mask], 1)
-    hidden = decoder(input_ids=ids.to(device), attention_mask=attention.to(device), cache=cache).last_hidden_state
-    last = hidden[torch.arange(n, device=device), mask.sum(1).to(device) - 1]
-    weight = head_layer.weight[yes_no].float()  # only the two rows of the output layer that eq. 3 reads
-    logits = last.float() @ weight.T + (head_layer.bias[yes_no].float() if head_layer.bias is not None else 0)
-    return torch.softmax(logits, -1)[:, 0].tolist()
+    _, logits, _ = forward_shared_prefix(model, pairs[0][0], [tail for _, tail in pairs], tokenizer.pad_token_id)
+    return torch.softmax(logits[:, yes_no].float(), -1)[:, 0].tolist()
 
 
 # ---- Files: append-only JSON lines that survive a kill -9 ----

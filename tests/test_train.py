@@ -33,20 +33,26 @@ def write_jsonl(path, records):
         f.writelines(json.dumps(r) + "\n" for r in records)
 
 
-def make_data(root, n_users=8, history_len=6, dataset="mind"):
-    """A DATA folder in data.py's format, and a summaries file; returns (data_dir, summaries_path)."""
-    data_dir = os.path.join(str(root), "data")
+def make_data(root, n_users=8, history_len=6, dataset="mind", negatives=1, name="data", n_val=0):
+    """A DATA folder in data.py's format, and a summaries file; returns (data_dir, summaries_path). Training users
+    have `negatives` saved negatives; the n_val validation users have 20, as data.py saves them."""
+    data_dir = os.path.join(str(root), name)
     os.makedirs(data_dir, exist_ok=True)
     items = [{"id": f"N{i}", "text": NEWS[i % len(NEWS)] + f" {i}"} for i in range(30)]
     write_jsonl(os.path.join(data_dir, "items.jsonl"), items)
     users = [{"user": f"U{u}", "history": [f"N{(u + k) % 30}" for k in range(history_len)],
-              "target": f"N{(u + history_len) % 30}", "negatives": [f"N{(u * 7 + 3) % 30}"]} for u in range(n_users)]
+              "target": f"N{(u + history_len) % 30}",
+              "negatives": [f"N{(u * 7 + 3 + 11 * j) % 30}" for j in range(negatives)]} for u in range(n_users)]
     write_jsonl(os.path.join(data_dir, "train.jsonl"), users)
-    for split in ("val", "test"):
-        write_jsonl(os.path.join(data_dir, f"{split}.jsonl"), [])
+    val = [{"user": f"V{u}", "history": [f"N{(3 * u + k) % 30}" for k in range(history_len)],
+            "target": f"N{(3 * u + history_len) % 30}",
+            "negatives": [f"N{(3 * u + history_len + 1 + j) % 30}" for j in range(20)]} for u in range(n_val)]
+    write_jsonl(os.path.join(data_dir, "val.jsonl"), val)
+    write_jsonl(os.path.join(data_dir, "test.jsonl"), [])
+    users += val
     with open(os.path.join(data_dir, "meta.json"), "w") as f:
         json.dump({"dataset": dataset}, f)
-    summaries = os.path.join(str(root), "summaries.jsonl")
+    summaries = os.path.join(str(root), "summaries.jsonl" if name == "data" else f"summaries-{name}.jsonl")
     write_jsonl(summaries, [{"user": u["user"], "paradigm": "hierarchical", "steps": [],
                              "summary": f"This user enjoys sports and politics, user {i}."} for i, u in enumerate(users)])
     return data_dir, summaries
@@ -259,6 +265,88 @@ def test_answer_loss_falls_and_micro_batch_is_only_a_speed_setting(setup):
     assert sum(losses(a)[-3:]) / 3 < losses(a)[0] - 0.5, losses(a)
 
 
+# ---- shared-prefix training ----
+
+@pytest.mark.parametrize("loss", ["prompt", "answer"])
+def test_shared_prefix_loss_and_gradients_equal_per_prompt(tokenizer, loss):
+    """One user's 1 + 3 prompts: the prefix run once with every candidate on its cache (trsr.user_losses) gives
+    each prompt the loss that running it whole gives (trsr.prompt_losses), and the same LoRA gradients."""
+    from peft import LoraConfig, get_peft_model
+    from tests.tiny import build_model
+    # init_lora_weights=False: lora_B starts non-zero, so lora_A's gradients are not all zero either
+    model = get_peft_model(build_model(tokenizer), LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0,
+                                                              target_modules=["q_proj", "v_proj", "down_proj"],
+                                                              init_lora_weights=False))
+    prefix, suffixes, _ = trsr.fit_recommender_prompt(tokenizer, "news", "Likes sports.", NEWS[:3], NEWS[1:5], 2048)
+    head = tokenizer(prefix)["input_ids"]
+    tails = [trsr.encode_prompt(tokenizer, prefix, s)[1] for s in suffixes]
+    assert len({len(t) for t in tails}) > 1  # candidates of different lengths: the suffix batch is padded
+    yes_id, no_id = trsr.answer_token_ids(tokenizer)
+    answers, pad_id = [yes_id, no_id, no_id, no_id], tokenizer.pad_token_id
+
+    def losses_and_grads(compute):
+        model.zero_grad()
+        per_prompt = compute()
+        per_prompt.sum().backward()
+        return per_prompt.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    whole, whole_grads = losses_and_grads(lambda: trsr.prompt_losses(
+        model, [head + t + [a] for t, a in zip(tails, answers)], pad_id, loss))
+    shared, shared_grads = losses_and_grads(lambda: trsr.user_losses(model, head, tails, answers, pad_id, loss))
+    assert shared.tolist() == pytest.approx(whole.tolist(), rel=1e-5)
+    assert len(set(whole.tolist())) == 4  # four different prompts, not one loss four times
+    assert whole_grads.keys() == shared_grads.keys() and len(whole_grads) == 12
+    for name, g in whole_grads.items():
+        assert g.abs().sum() > 0, name
+        assert torch.allclose(shared_grads[name], g, rtol=1e-4, atol=1e-7), name
+
+
+@pytest.fixture(scope="module")
+def per_prompt_run(setup):
+    """The full run's flags with every prompt run whole."""
+    root, data_dir, summaries, model = setup
+    out = root / "per-prompt"
+    run_train(out, data_dir, summaries, model, "--epochs", "2", "--per-prompt")
+    return out
+
+
+def test_shared_prefix_equals_per_prompt_in_train_py(per_prompt_run, full_run, two_run):
+    """train.py's shared-prefix path (the default) takes the steps the per-prompt path takes, in one process
+    and under a two-process torchrun (FSDP2): the same losses step by step and the same adapter after 8 steps."""
+    reference = adapter(per_prompt_run / "epoch_2")
+    for run, rel in ((full_run[0], 1e-5), (two_run, 1e-4)):
+        assert losses(run) == pytest.approx(losses(per_prompt_run), rel=rel)
+        a = adapter(run / "epoch_2")
+        assert a.keys() == reference.keys() and all(torch.allclose(a[k], reference[k], rtol=1e-3, atol=1e-5)
+                                                    for k in a)
+    log = data.read_jsonl(os.path.join(per_prompt_run, "log.jsonl"))
+    # the tokens logged count every prompt whole in both paths, so tokens/s compares them
+    assert [r["tokens"] for r in log] == [r["tokens"] for r in data.read_jsonl(os.path.join(full_run[0], "log.jsonl"))]
+
+
+def test_one_to_k_answer_loss_shared_under_two_processes_equals_per_prompt(setup):
+    """1 positive : 3 negatives per user, the answer-only loss: two processes sharing each user's prefix take
+    the steps of one process running every prompt whole; each step holds 2 users' 8 prompts."""
+    root, _, _, model = setup
+    data_dir, summaries = make_data(root, negatives=3, name="data-k3")
+    shared, whole = root / "k3-shared-two", root / "k3-per-prompt"
+    flags = ["--epochs", "2", "--loss", "answer", "--grad-accum", "8"]
+    result = run_train(shared, data_dir, summaries, model, *flags, nproc=2)
+    assert "8 users -> 32 prompts, 1 positive : 3 negative(s) each" in result.stdout
+    run_train(whole, data_dir, summaries, model, *flags, "--per-prompt")
+    assert len(losses(whole)) == 8  # 4 steps of 2 users per epoch
+    assert losses(shared) == pytest.approx(losses(whole), rel=1e-4)
+    a, b = adapter(shared / "epoch_2"), adapter(whole / "epoch_2")
+    assert all(torch.allclose(a[k], b[k], rtol=1e-3, atol=1e-5) for k in a)
+    # --negatives 1 trains on the first saved negative only: the paper's 1:1 from the same data
+    one = root / "k3-first-negative"
+    assert "8 users -> 16 prompts, 1 positive : 1 negative(s)" in run_train(
+        one, data_dir, summaries, model, "--epochs", "1", "--negatives", "1", "--loss", "answer").stdout
+    uneven = run_train(root / "k3-uneven", data_dir, summaries, model, "--epochs", "1", "--grad-accum", "6",
+                       check=False)
+    assert uneven.returncode != 0 and "does not hold whole users of 4 prompts" in uneven.stderr
+
+
 def test_resume_equals_uninterrupted(setup, full_run):
     root, data_dir, summaries, model = setup
     out = root / "resumed"
@@ -296,12 +384,15 @@ def test_activation_checkpointing_changes_no_loss(setup, full_run, two_run):
     process and under FSDP2 with two."""
     root, data_dir, summaries, model = setup
     one = root / "checkpointed"
-    result = run_train(one, data_dir, summaries, model, "--epochs", "2", "--grad-checkpoint")
+    result = run_train(one, data_dir, summaries, model, "--epochs", "2", "--grad-checkpoint", "--per-prompt")
     assert "activation checkpointing" in result.stdout
     assert losses(one) == pytest.approx(losses(full_run[0]), abs=1e-5)
     two = root / "checkpointed-two"
-    run_train(two, data_dir, summaries, model, "--epochs", "2", "--grad-checkpoint", nproc=2)
+    run_train(two, data_dir, summaries, model, "--epochs", "2", "--grad-checkpoint", "--per-prompt", nproc=2)
     assert losses(two) == pytest.approx(losses(two_run), abs=1e-5)
+    # the shared prefix lives in the key/value cache, which a checkpointed layer does not keep
+    refused = run_train(root / "checkpointed-shared", data_dir, summaries, model, "--grad-checkpoint", check=False)
+    assert refused.returncode != 0 and "--grad-checkpoint needs --per-prompt" in refused.stderr
 
 
 def test_bf16_under_two_processes_is_the_gpu_path(setup, full_run):
@@ -327,6 +418,70 @@ def test_bf16_under_two_processes_is_the_gpu_path(setup, full_run):
         p[dtype] = [x for r in data.read_jsonl(os.path.join(root, f"eval-{dtype}", "scores.jsonl")) for x in r["p"]]
     assert len(p["bfloat16"]) == 2 * 2 and p["bfloat16"] != p["float32"]  # bf16 was used, and scores alike
     assert p["bfloat16"] == pytest.approx(p["float32"], abs=2e-2)
+
+
+# ---- full fine-tuning, wider LoRA, validation while training ----
+
+def test_full_fine_tuning_trains_resumes_and_is_scored(setup, tmp_path):
+    """--lora none trains every weight: the loss falls, each epoch is a model folder that from_pretrained and
+    evaluate.py read, and a run stopped mid-epoch and resumed equals the uninterrupted one."""
+    root, data_dir, summaries, model = setup
+    flags = ["--epochs", "2", "--lora", "none", "--loss", "answer", "--lr", "1e-3", "--save-every", "3"]
+    full, resumed = root / "full-ft", root / "full-ft-resumed"
+    result = run_train(full, data_dir, summaries, model, *flags)
+    assert "full fine-tuning: 99,648 trainable of 99,648 parameters" in result.stdout
+    assert sum(losses(full)[-2:]) / 2 < losses(full)[0] - 0.5, losses(full)
+    base = load_file(os.path.join(model, "model.safetensors"))
+    tuned = load_file(os.path.join(full, "epoch_2", "model.safetensors"))
+    assert base.keys() == tuned.keys()  # a whole model, every weight changed, not an adapter
+    assert all(not torch.equal(base[k], tuned[k]) for k in base)
+    run_train(resumed, data_dir, summaries, model, *flags, "--stop-after", "5")
+    run_train(resumed, data_dir, summaries, model, *flags, "--resume")
+    assert losses(resumed) == pytest.approx(losses(full), rel=1e-6)
+    again = load_file(os.path.join(resumed, "epoch_2", "model.safetensors"))
+    assert all(torch.allclose(again[k], tuned[k], rtol=1e-5, atol=1e-7) for k in tuned)
+    # evaluate.py scores the full checkpoints like adapters: the training users as a test split
+    scoring = str(tmp_path / "scoring")
+    shutil.copytree(data_dir, scoring)
+    write_jsonl(os.path.join(scoring, "test.jsonl"), data.read_jsonl(os.path.join(data_dir, "train.jsonl"))[:3])
+    evaluate.main(evaluate.parser.parse_args(["--data", scoring, "--summaries", summaries, "--adapter",
+                                              str(full / "epoch_2"), "--out", str(tmp_path / "eval")]))
+    results = json.load(open(tmp_path / "eval" / "results.json"))
+    assert results["model"] == model and results["adapter"] == str(full / "epoch_2") and results["users"] == 3
+    assert results["name"] == "LLM-TRSR"
+
+
+def test_lora_on_every_linear_layer(setup):
+    root, data_dir, summaries, model = setup
+    out = root / "all-linear"
+    result = run_train(out, data_dir, summaries, model, "--epochs", "1", "--lora-targets", "all-linear")
+    assert "LoRA r 8 on all-linear: 16,384 trainable" in result.stdout  # q k v o gate up down, 2 layers
+    names = {k.split(".lora_")[0].rsplit(".", 1)[1] for k in adapter(out / "epoch_1")}
+    assert names == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+
+
+def test_validation_while_training_is_evaluate_py_on_the_same_weights(setup, tmp_path):
+    """--val-every 2 scores the val users before the first step, every 2 steps and after the last; the last
+    record is what evaluate.py reports for the final adapter on val, in one process and under two."""
+    root, _, _, model = setup
+    data_dir, summaries = make_data(root, n_val=5, name="data-val")
+    curves = {}
+    for nproc in (1, 2):
+        out = root / f"val-curve-{nproc}"
+        result = run_train(out, data_dir, summaries, model, "--epochs", "2", "--loss", "answer", "--val-every", "3",
+                           nproc=nproc)
+        assert "val step 0: Recall@3" in result.stdout
+        curves[nproc] = data.read_jsonl(os.path.join(out, "val.jsonl"))
+        assert [r["step"] for r in curves[nproc]] == [0, 3, 6, 8] and {r["users"] for r in curves[nproc]} == {5}
+    for a, b in zip(curves[1], curves[2]):
+        assert a["Recall@3"] == pytest.approx(b["Recall@3"]) and a["MRR@10"] == pytest.approx(b["MRR@10"], abs=1e-6)
+    evaluate.main(evaluate.parser.parse_args(["--data", data_dir, "--summaries", summaries, "--split", "val",
+                                              "--adapter", str(root / "val-curve-1" / "epoch_2"),
+                                              "--out", str(tmp_path / "eval")]))
+    final = json.load(open(tmp_path / "eval" / "results.json"))["methods"]["LLM-TRSR"]["metrics"]
+    assert curves[1][-1]["Recall@3"] == pytest.approx(final["Recall@3"][0])
+    assert curves[1][-1]["MRR@10"] == pytest.approx(final["MRR@10"][0], abs=1e-6)
+    assert curves[1][0] != curves[1][-1]  # the model moved
 
 
 def test_nan_stops_and_keeps_the_last_checkpoint(setup):
