@@ -52,13 +52,15 @@ def peak_memory():
     return peak
 
 
-def sample_data(users, dataset="mind", seed=0):
-    """A generated sample, built into a temporary folder: (data folder, summaries file with stand-in summaries)."""
+def sample_data(users, dataset="mind", seed=0, train_negatives=1):
+    """A generated sample, built into a temporary folder: (data folder, summaries file with stand-in summaries).
+    train_negatives: negatives saved per training user (data.py --train-negatives)."""
     root = tempfile.mkdtemp(prefix="trsr-bench-")
     raw, data_dir = os.path.join(root, "raw"), os.path.join(root, "data")
     data.main(["--generate", dataset, "--out", raw, "--users", str(max(200, 4 * users)), "--seed", str(seed)])
     data.main(["--dataset", dataset, "--raw", raw, "--out", data_dir,
-               "--n-train", str(users), "--n-val", str(users), "--n-test", str(users)])
+               "--n-train", str(users), "--n-val", str(users), "--n-test", str(users),
+               "--train-negatives", str(train_negatives)])
     summaries = os.path.join(root, "summaries.jsonl")
     with open(summaries, "w") as f:
         for split in data.SPLITS:
@@ -148,9 +150,11 @@ def bench_summarize(args):
 def train_py_rate(args, data_dir, summaries_path, users):
     """(tokens, seconds of its steps, seconds of its checkpoint) of train.py's second epoch."""
     out = tempfile.mkdtemp(prefix="trsr-bench-train-")
-    # two epochs of 4 steps, 4 samples each; the second epoch (warm, with its checkpoint) is what is timed
+    # two epochs of 4 steps, 4 samples each; the second epoch (warm, with its checkpoint) is what is timed.
+    # --per-prompt: the loop runs the whole prompts the bare forward+backward runs (train_shared compares the two)
     cmd = [sys.executable, "train.py", "--data", data_dir, "--summaries", summaries_path, "--out", out,
-           "--model", args.model, "--epochs", "2", "--grad-accum", str(users // 2), "--limit", str(users)]
+           "--model", args.model, "--epochs", "2", "--grad-accum", str(users // 2), "--limit", str(users),
+           "--per-prompt"]
     subprocess.run(cmd, check=True, cwd=HERE, stdout=subprocess.DEVNULL)
     log = data.read_jsonl(os.path.join(out, "log.jsonl"))
     first, second = [r for r in log if r["epoch"] == 1], [r for r in log if r["epoch"] == 2]
@@ -162,17 +166,24 @@ def train_py_rate(args, data_dir, summaries_path, users):
     return tokens, seconds, checkpoint_seconds
 
 
-def training_samples(tokenizer, users, items, summaries, domain, tallrec):
-    """The token ids train.py builds for these training users, in summary mode or TALLRec mode."""
+def training_groups(tokenizer, users, items, summaries, domain, negatives=1, tallrec=False):
+    """Per user (head ids, [tail ids], [answer ids]), as train.py builds them: the target (Yes) and the first
+    `negatives` saved negatives (No), one prefix fitted to all of them; summary mode or TALLRec mode."""
     import trsr
     yes_id, no_id = trsr.answer_token_ids(tokenizer)
     out = []
     for u in users:
         summary, history = trsr.recommender_inputs(u, items, summaries, 3, not tallrec, tallrec)
-        for candidate, answer in ((u["target"], yes_id), (u["negatives"][0], no_id)):
-            prefix, (suffix,), _ = trsr.fit_recommender_prompt(tokenizer, domain, summary, history, [items[candidate]])
-            out.append(tokenizer(prefix + suffix)["input_ids"] + [answer])
+        texts = [items[c] for c in [u["target"]] + u["negatives"][:negatives]]
+        prefix, suffixes, _ = trsr.fit_recommender_prompt(tokenizer, domain, summary, history, texts)
+        tails = [trsr.encode_prompt(tokenizer, prefix, s)[1] for s in suffixes]
+        out.append((tokenizer(prefix)["input_ids"], tails, [yes_id] + [no_id] * (len(texts) - 1)))
     return out
+
+
+def whole_prompts(groups):
+    """The groups' prompts as whole token ids, head + tail + answer, as train.py --per-prompt runs them."""
+    return [head + tail + [a] for head, tails, answers in groups for tail, a in zip(tails, answers)]
 
 
 def fwd_bwd_seconds(model, sample):
@@ -206,8 +217,8 @@ def bench_train(args):
     model = with_lora(model)
     model.train()
 
-    summary_samples = training_samples(tokenizer, train_users, items, summaries, domain, tallrec=False)
-    tallrec_samples = training_samples(tokenizer, train_users, items, summaries, domain, tallrec=True)
+    summary_samples = whole_prompts(training_groups(tokenizer, train_users, items, summaries, domain))
+    tallrec_samples = whole_prompts(training_groups(tokenizer, train_users, items, summaries, domain, tallrec=True))
     fwd_bwd_seconds(model, summary_samples[0])  # warm-up
     # the two kinds of prompt alternate, so that a busy moment on a shared machine hits both alike
     bare_seconds = tallrec_seconds = 0.0
@@ -238,8 +249,111 @@ def bench_train(args):
             "rows": [loop_row, tallrec_row]}
 
 
-MICRO_BATCH_4 = ["--batch-size", "4", "--grad-accum", "1"]
-MICRO_BATCH_1X4 = ["--batch-size", "1", "--grad-accum", "4"]
+TRAIN_NEGATIVES = 20  # train_shared's larger ratio, 1:20; the 1:1 prompts are each user's first negative
+
+
+def shared_pass(model, group, pad_id):
+    """(seconds, CPU seconds, losses) of a forward+backward of one user's prompts with its prefix run once
+    (train.py's way)."""
+    import trsr
+    t0, cpu0 = time.time(), time.process_time()
+    losses = trsr.user_losses(model, *group, pad_id)
+    losses.sum().backward()
+    synchronize(next(model.parameters()).device)
+    model.zero_grad(set_to_none=True)
+    return time.time() - t0, time.process_time() - cpu0, losses.detach().tolist()
+
+
+def per_prompt_pass(model, group, pad_id):
+    """(seconds, CPU seconds, losses) of a forward+backward of the same prompts each run whole, micro batch 1
+    (train.py --per-prompt)."""
+    import trsr
+    t0, cpu0, losses = time.time(), time.process_time(), []
+    for row in whole_prompts([group]):
+        loss = trsr.prompt_losses(model, [row], pad_id)
+        loss.sum().backward()
+        losses.append(loss.item())
+    model.zero_grad(set_to_none=True)
+    return time.time() - t0, time.process_time() - cpu0, losses
+
+
+def loss_gap(model, groups, pad_id):
+    """Max |difference| of the two paths' losses of every prompt, in eval mode: LoRA's dropout draws different
+    masks in the two, so only without it should they agree to float error."""
+    import torch
+    import trsr
+    model.eval()
+    with torch.no_grad():
+        shared = [x for g in groups for x in trsr.user_losses(model, *g, pad_id).tolist()]
+        whole = [trsr.prompt_losses(model, [row], pad_id).item() for row in whole_prompts(groups)]
+    model.train()
+    return max(abs(a - b) for a, b in zip(shared, whole))
+
+
+def bench_train_shared(args):
+    """train.py's shared-prefix training (a user's prefix runs once, its 1 + K candidate suffixes as one batch on
+    the prefix's key/value cache) against every prompt run whole (--per-prompt, micro batch 1): labelled prompts
+    per second of forward+backward with LoRA, the same users, at 1:1 and 1:20. The ideal speed-up is the ratio
+    of tokens: every prompt whole over each user's prefix once plus its suffixes. The speed-up per second of this
+    process's CPU time is reported too: on a machine shared with other jobs it follows their load much less."""
+    import torch
+    import trsr
+    data_dir, summaries_path = sample_data(args.users + 1, train_negatives=TRAIN_NEGATIVES)  # +1: a warm-up user
+    tokenizer = trsr.load_tokenizer(args.model)
+    items, summaries = data.load_items(data_dir), data.load_summaries(summaries_path)
+    domain = prompts.DOMAINS[data.load_meta(data_dir)["dataset"]]
+    train_users = data.load_split(data_dir, "train")[:args.users + 1]
+    pad_id = tokenizer.pad_token_id
+    torch.manual_seed(0)
+    dtype = "float32" if not torch.cuda.is_available() else "auto"
+    model = with_lora(trsr.load_model(args.model, dtype=dtype))
+    model.train()
+    result, rows = {}, []
+    for k in (1, TRAIN_NEGATIVES):
+        warm_up, *groups = training_groups(tokenizer, train_users, items, summaries, domain, negatives=k)
+        # each path's shapes once: a whole prompt is as long at 1:1 as at 1:20, so one of them is enough
+        shared_pass(model, warm_up, pad_id)
+        per_prompt_pass(model, (warm_up[0], warm_up[1][:1], warm_up[2][:1]), pad_id)
+        wall, cpu = {shared_pass: 0.0, per_prompt_pass: 0.0}, {shared_pass: 0.0, per_prompt_pass: 0.0}
+        for i, group in enumerate(groups):
+            # the paths take turns at going first, so that a busy moment on a shared machine hits both alike
+            for path in (shared_pass, per_prompt_pass)[::1 if i % 2 == 0 else -1]:
+                seconds, cpu_seconds, _ = path(model, group, pad_id)
+                wall[path], cpu[path] = wall[path] + seconds, cpu[path] + cpu_seconds
+        gap = loss_gap(model, groups, pad_id)
+        n = len(groups) * (k + 1)
+        whole_tokens = sum(map(len, whole_prompts(groups)))
+        shared_tokens = sum(len(head) + sum(len(t) + 1 for t in tails) for head, tails, _ in groups)
+        padded_tokens = sum(len(head) + len(tails) * (max(map(len, tails)) + 1) for head, tails, _ in groups)
+        shared_rate, whole_rate = n / wall[shared_pass], n / wall[per_prompt_pass]
+        speedup, ideal = shared_rate / whole_rate, whole_tokens / shared_tokens
+        # a CPU second is worth the same whatever else the machine runs, a wall-clock second is not
+        cpu_speedup = cpu[per_prompt_pass] / cpu[shared_pass]
+        n_prefix = sum(len(head) for head, _, _ in groups) / len(groups)
+        n_suffix = (shared_tokens - n_prefix * len(groups)) / n  # with the answer token
+        result[f"1:{k}"] = {
+            "users": len(groups), "prompts": n, "shared_seconds": round(wall[shared_pass], 2),
+            "per_prompt_seconds": round(wall[per_prompt_pass], 2),
+            "shared_cpu_seconds": round(cpu[shared_pass], 2), "per_prompt_cpu_seconds": round(cpu[per_prompt_pass], 2),
+            "shared_prompts_per_second": round(shared_rate, 3), "per_prompt_prompts_per_second": round(whole_rate, 3),
+            "speedup": round(speedup, 2), "cpu_speedup": round(cpu_speedup, 2), "ideal_speedup": round(ideal, 2),
+            "fraction_of_ideal": round(speedup / ideal, 3), "cpu_fraction_of_ideal": round(cpu_speedup / ideal, 3),
+            "prefix_tokens": round(n_prefix, 1), "suffix_tokens": round(n_suffix, 1), "whole_tokens": whole_tokens,
+            "shared_tokens": shared_tokens, "shared_tokens_padded": padded_tokens, "max_abs_diff_loss": gap}
+        rows.append([f"train: shared prefix vs per prompt, 1:{k}", f"{speedup:.2f}x prompts/s",
+                     f"{shared_rate:.2f} vs {whole_rate:.2f} prompts/s forward+backward ({cpu_speedup:.2f}x per CPU "
+                     f"second); ideal {ideal:.2f}x from tokens, {speedup / ideal:.0%} of it ({cpu_speedup / ideal:.0%} "
+                     f"per CPU second); ~{n_prefix:.0f}-token prefix, ~{n_suffix:.0f}-token candidates with answer; "
+                     f"max abs Δloss {gap:.1e}; LoRA r 8, {str(model.dtype)[6:]} on {model.device.type}, "
+                     f"{len(groups)} users"])
+        print(rows[-1], flush=True)
+    return {**result, "rows": rows}
+
+
+# --per-prompt: micro batches of whole prompts (the shared-prefix path runs one user per micro-step whatever
+# --batch-size, and cannot take --grad-checkpoint)
+MICRO_BATCH_4 = ["--per-prompt", "--batch-size", "4", "--grad-accum", "1"]
+MICRO_BATCH_1X4 = ["--per-prompt", "--batch-size", "1", "--grad-accum", "4"]
 MEMORY_VARIANTS = [  # (name, train.py flags, whether glibc's heap is left to grow)
     ("micro batch 4, heap left to grow", MICRO_BATCH_4, True),
     ("micro batch 4", MICRO_BATCH_4, False),
@@ -467,8 +581,9 @@ def bench_gpu(args):
             "rows": [[what, value, detail]]}
 
 
-SECTIONS = {"data": bench_data, "summarize": bench_summarize, "train": bench_train, "memory": bench_memory,
-            "scoring": bench_scoring, "baselines": bench_baselines, "gpu": bench_gpu}
+SECTIONS = {"data": bench_data, "summarize": bench_summarize, "train": bench_train,
+            "train_shared": bench_train_shared, "memory": bench_memory, "scoring": bench_scoring,
+            "baselines": bench_baselines, "gpu": bench_gpu}
 GPU_SECTIONS = {"gpu"}  # run only when asked with --only
 
 

@@ -608,7 +608,10 @@ def pipeline(argv=None):
                                   "--models", ",".join(CONVENTIONAL), "--seed", str(args.seed)],
                conventional, after=["data"])
     table = os.path.join(out, "table")
+    # the summary probes: each paradigm's summaries ranked against the candidates by TF-IDF alone, no LLM
+    probes = [f"{p}={os.path.join(out, f'summaries-{p}.jsonl')}" for p in paradigms]
     stages.run("table", py + ["evaluate.py", "--data", data_dir, "--split", "test", "--out", table, "--baselines-only",
+                              "--probe-summaries"] + probes + [
                               "--include"] + evals + [os.path.join(conventional, m) for m in CONVENTIONAL], table,
                after=[f"eval-{os.path.basename(e)[5:]}" for e in evals] + ["baselines"])
 
@@ -633,13 +636,14 @@ def pyplot():
 
 def plot_results(results, path):
     """One panel per metric (Recall@K, MRR@K), one bar per method with its 95% interval, the table's first row
-    on top. Colours: LLM-TRSR, the other LLM rows, the conventional recommenders, the cheap rankers."""
+    on top. Colours: LLM-TRSR, the other LLM rows, the conventional recommenders, the cheap rankers (and the
+    summary probes)."""
     plt = pyplot()
     metrics = [f"{m}@{k}" for m in ("Recall", "MRR") for k in (3, 5, 10)]
     methods = list(results["methods"])[::-1]
     cheap, other_llm = ("random", "popularity", "text similarity (TF-IDF)"), ("TALLRec mode", "zero-shot")
-    colours = ["C0" if n.startswith("LLM-TRSR") else "C1" if n in other_llm else "C7" if n in cheap else "C2"
-               for n in methods]
+    colours = ["C0" if n.startswith("LLM-TRSR") else "C1" if n in other_llm
+               else "C7" if n in cheap or n.startswith("summary probe") else "C2" for n in methods]
     fig, axes = plt.subplots(2, 3, figsize=(13, 2 + 0.5 * len(methods)), sharey=True)
     for ax, metric in zip(axes.flat, metrics):
         m = [results["methods"][name]["metrics"][metric] for name in methods]
@@ -670,6 +674,26 @@ def plot_recent(results, paradigms, recents, main_recent, path):
     axes[0, 0].legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    print(f"wrote {path}")
+
+
+def plot_learning(curves, lines, path):
+    """Validation Recall@3 against training time: one curve per train.py run that had --val-every
+    ({label: its val.jsonl records}), and each ranker that does not train as a horizontal line
+    ({label: Recall@3}: random, zero-shot, popularity, the best conventional baseline)."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for label, records in curves.items():
+        ax.plot([r["elapsed"] / 60 for r in records], [r["Recall@3"] for r in records], marker="o", label=label)
+    for i, (label, value) in enumerate(lines.items()):
+        ax.axhline(value, color=f"C{7 + i % 3}", linestyle=["--", ":", "-."][i % 3], label=f"{label} {value:.2f}")
+    users = sorted({r["users"] for records in curves.values() for r in records})
+    ax.set_xlabel("training time (minutes; validation scoring left out)")
+    ax.set_ylabel(f"val Recall@3 ({', '.join(map(str, users))} users)")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
     print(f"wrote {path}")
 
 

@@ -15,6 +15,7 @@ def test_pipeline_runs_every_stage_once_and_reuses_them(tmp_path, capfd):
         results = json.load(f)
     assert list(results["methods"]) == ["LLM-TRSR-Hierarchical", "LLM-TRSR-Recurrent", "TALLRec mode", "zero-shot",
                                         "NCF", "DIN", "DIEN", "GRU4Rec", "NARM", "SASRec", "CORE",
+                                        "summary probe: hierarchical (TF-IDF)", "summary probe: recurrent (TF-IDF)",
                                         "text similarity (TF-IDF)", "popularity", "random"]
     assert results["users"] == 4
     for command in ("data.py --generate mind", "summarize.py", "train.py", "evaluate.py", "baselines.py"):
