@@ -686,7 +686,8 @@ def plot_learning(curves, lines, path):
     for label, records in curves.items():
         ax.plot([r["elapsed"] / 60 for r in records], [r["Recall@3"] for r in records], marker="o", label=label)
     for i, (label, value) in enumerate(lines.items()):
-        ax.axhline(value, color=f"C{7 + i % 3}", linestyle=["--", ":", "-."][i % 3], label=f"{label} {value:.2f}")
+        ax.axhline(value, color=["C7", "C8", "C9", "C6"][i % 4], linestyle=["--", ":", "-.", (0, (5, 1))][i % 4],
+                   label=f"{label} {value:.2f}")
     users = sorted({r["users"] for records in curves.values() for r in records})
     ax.set_xlabel("training time (minutes; validation scoring left out)")
     ax.set_ylabel(f"val Recall@3 ({', '.join(map(str, users))} users)")
