@@ -257,6 +257,33 @@ def histories(lengths, offset=0):
     return out
 
 
+def test_shared_head_is_the_longest_common_start():
+    assert summarize.shared_head([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]]) == [1, 2]
+    assert summarize.shared_head([[7, 8], [7, 8, 9]]) == [7, 8]
+    assert summarize.shared_head([[1], [2]]) == []
+
+
+@pytest.mark.parametrize("fmt", ["chat", "paper"])
+def test_shared_head_and_static_cache_generate_what_plain_generate_does(tiny, fmt):
+    """The head run once and copied into every row's pre-allocated cache, with the pads between head and tail,
+    gives every row the tokens and text that plain left-padded generate with a growing cache gives it."""
+    tokenizer, model = trsr.load_tokenizer(tiny), trsr.load_model(tiny).eval()
+    tokenizer.padding_side = "left"
+    blocks = [FIG6_ITEMS[:5], FIG6_ITEMS[1:3], FIG6_ITEMS[:1], FIG6_ITEMS[:1]]  # lengths differ; two rows alike
+    texts = [prompts.render_frame(prompts.render_block("news", b), fmt, tokenizer) for b in blocks]
+    special = fmt == "paper"
+    ids = [tokenizer(t, add_special_tokens=special)["input_ids"] for t in texts]
+    assert len(summarize.shared_head(ids)) > 20  # the frame and the instruction
+    config = summarize.generation_config(model, tokenizer, 12, fmt)
+    plain = summarize.generate(model, tokenizer, texts, config, special, share_head=False, static_cache=False)
+    assert plain[1] != [0] * 4  # something was generated
+    assert summarize.generate(model, tokenizer, texts, config, special) == plain
+    assert summarize.generate(model, tokenizer, texts, config, special, static_cache=False) == plain
+    assert summarize.generate(model, tokenizer, texts, config, special, share_head=False) == plain
+    # one row alone has no other row to share with, and is the same as in the batch
+    assert summarize.generate(model, tokenizer, texts[:1], config, special) == ([plain[0][0]], [plain[1][0]])
+
+
 def summarize_args(data_dir, out, model, *extra):
     return summarize.parser.parse_args(["--data", data_dir, "--out", out, "--model", model, "--splits", "val",
                                         "--max-new-tokens", "6", *extra])
