@@ -109,6 +109,21 @@ def generation_rate(model, tokenizer, chunks, gen_config, add_special_tokens):
             "tokens_per_cpu_second": round(tokens / cpu_seconds, 2)}
 
 
+def summarizer_and_blocks(args, users):
+    """The blocks of item texts of `users` generated training users, and the summarizer as summarize.py loads it:
+    (blocks per user, tokenizer padding left, model, frame, whether the tokenizer adds special tokens)."""
+    import trsr
+    data_dir, _ = sample_data(users)
+    items = data.load_items(data_dir)
+    blocks = [[[items[i] for i in block] for block in data.blocks(u["history"])]
+              for u in data.load_split(data_dir, "train")[:users]]
+    tokenizer = trsr.load_tokenizer(args.model)
+    tokenizer.padding_side = "left"
+    model = trsr.load_model(args.model).eval()
+    fmt = "chat" if tokenizer.chat_template else "paper"
+    return blocks, tokenizer, model, fmt, fmt == "paper"  # a chat template writes its own special tokens
+
+
 def bench_summarize(args):
     """summarize.py's lockstep batching: the first-block prompts of 16 users generated together (one lockstep
     round, batch 16) against one user at a time (batch 1), same model, greedy, the default 128 new tokens.
@@ -117,17 +132,8 @@ def bench_summarize(args):
     is reported too: on a machine shared with other jobs the wall-clock rate follows their load, the CPU
     rate much less."""
     import summarize
-    import trsr
-    batch = 16
-    data_dir, _ = sample_data(batch)
-    items, users = data.load_items(data_dir), data.load_split(data_dir, "train")[:batch]
-    tokenizer = trsr.load_tokenizer(args.model)
-    tokenizer.padding_side = "left"
-    model = trsr.load_model(args.model).eval()
-    fmt = "chat" if tokenizer.chat_template else "paper"
-    first_blocks = [[items[i] for i in data.blocks(u["history"])[0]] for u in users]
-    texts = [prompts.render_frame(prompts.render_block("news", block), fmt, tokenizer) for block in first_blocks]
-    special_tokens = fmt == "paper"  # a chat template writes its own special tokens
+    blocks, tokenizer, model, fmt, special_tokens = summarizer_and_blocks(args, 16)
+    texts = [prompts.render_frame(prompts.render_block("news", b[0]), fmt, tokenizer) for b in blocks]
     gen_config = summarize.generation_config(model, tokenizer, 128, fmt)
     warm_up = summarize.generation_config(model, tokenizer, 4, fmt)
     summarize.generate(model, tokenizer, texts[:1], warm_up, special_tokens)
@@ -147,24 +153,16 @@ def bench_summarize(args):
 def bench_summarize_cache(args):
     """summarize.generate's two savings, each alone and both, against plain left-padded generate with a growing
     cache: the rows' shared head (frame + instruction) run once, and a pre-allocated (static) cache. One batch of
-    16 block prompts and one of 16 update prompts (Figure 7, the longest instruction), greedy, 32 new tokens as
-    the default preset, each the faster of two runs; every variant must generate the same text as plain generate."""
+    32 block prompts and one of 32 update prompts (Figure 7, the longest instruction), greedy, 32 new tokens, as
+    in the presets, each the faster of two runs; every variant must generate the same text as plain generate."""
     import summarize
-    import trsr
-    batch = 16
-    data_dir, _ = sample_data(batch)
-    items, users = data.load_items(data_dir), data.load_split(data_dir, "train")[:batch]
-    tokenizer = trsr.load_tokenizer(args.model)
-    tokenizer.padding_side = "left"
-    model = trsr.load_model(args.model).eval()
-    fmt = "chat" if tokenizer.chat_template else "paper"
-    special_tokens = fmt == "paper"
-    blocks = [[[items[i] for i in block] for block in data.blocks(u["history"])] for u in users]
+    blocks, tokenizer, model, fmt, special_tokens = summarizer_and_blocks(args, 32)
     kinds = {"block": [prompts.render_block("news", b[0]) for b in blocks],
              "update": [prompts.render_update("news", STAND_IN_SUMMARY, b[1]) for b in blocks]}
     gen_config = summarize.generation_config(model, tokenizer, 32, fmt)
-    variants = {"plain": dict(share_head=False, static_cache=False), "shared head": dict(static_cache=False),
-                "static cache": dict(share_head=False), "both": {}}
+    variants = {"plain": dict(share_head=False), "shared head": dict(share_head=True),
+                "static cache": dict(share_head=False, static_cache=True),
+                "both": dict(share_head=True, static_cache=True)}
     summarize.generate(model, tokenizer, [kinds["block"][0]] * 2, summarize.generation_config(model, tokenizer, 2, fmt),
                        special_tokens)  # warm-up
     result, rows = {}, []
@@ -185,7 +183,7 @@ def bench_summarize_cache(args):
         for name in list(variants)[1:]:
             rows.append([f"summarize {kind} prompts: {name} vs plain generate",
                          f"{seconds['plain'] / seconds[name]:.2f}x",
-                         f"{seconds[name]:.1f} vs {seconds['plain']:.1f} s for 16 prompts of ~{mean:.0f} tokens "
+                         f"{seconds[name]:.1f} vs {seconds['plain']:.1f} s for {len(texts)} prompts of ~{mean:.0f} tokens "
                          f"({head} shared), {tokens} new tokens; same output: {same[name]}"])
     return {**result, "format": fmt, "rows": rows}
 

@@ -55,6 +55,8 @@ parser.add_argument("--fan-in", type=int, default=0,
                     help="hierarchical: merge this many summaries at a time (0: all at once, as the paper)")
 parser.add_argument("--batch-size", type=int, default=16, help="prompts per forward pass, and users in lockstep")
 parser.add_argument("--max-new-tokens", type=int, default=128)
+parser.add_argument("--static-cache", action="store_true",
+                    help="pre-allocate the key/value cache instead of growing it (no faster on 2 CPU cores)")
 parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                     help="auto: bf16 on GPU, fp32 on CPU")
 parser.add_argument("--quantize", default="none", choices=["none", "8bit", "4bit"],
@@ -179,17 +181,17 @@ def shared_head(rows):
 
 
 @torch.no_grad()
-def generate(model, tokenizer, texts, gen_config, add_special_tokens, share_head=True, static_cache=True):
+def generate(model, tokenizer, texts, gen_config, add_special_tokens, share_head=True, static_cache=False):
     """Continuations of a batch of prompt texts: (output texts, tokens generated each).
 
     The rows' shared head (the chat template's system line and the instruction, 64 tokens of a 208-token block
     prompt, 165 of a 317-token update) runs once, and its keys and values are copied into every row's cache;
     each row's own tail follows, padded on its left, between head and tail, where the attention mask hides the
     pads and positions go on from the head as if there were none. So every row sees exactly its own token ids
-    at their own positions, as with plain left padding. The cache is pre-allocated for prompt and new tokens
-    (transformers' StaticCache) instead of growing by one copy per step: at batch 16 on CPU that copy was 40%
-    of a decoding step. bench.py measures both against plain generate. Never compiled: same code on every
-    device."""
+    at their own positions, as with plain left padding. static_cache pre-allocates the cache for prompt and new
+    tokens (transformers' StaticCache) instead of growing it by one copy per step; on 2 CPU cores that measured
+    0.92-1.04x (bench.py summarize_cache), so it is --static-cache, off by default. Never compiled: the same
+    code on every device."""
     ids = [tokenizer(t, add_special_tokens=add_special_tokens)["input_ids"] for t in texts]
     head = shared_head(ids) if share_head and len(ids) > 1 else []
     head = head[:min(map(len, ids)) - 1]  # every row keeps at least one token of its own to start generating from
@@ -250,6 +252,8 @@ class CachedLLM:
         self.model_id = os.path.abspath(args.model) if os.path.exists(args.model) else args.model
         self.settings = {"max_new_tokens": args.max_new_tokens, "do_sample": args.sample,
                          "dtype": str(model.dtype).removeprefix("torch."), "quantize": args.quantize}
+        if args.static_cache:  # the same arithmetic over a longer, masked cache: float rounding may differ
+            self.settings["static_cache"] = True
         if args.sample:  # a sampled summary is one draw: cached under the seed that drew it, so --seed 1 draws anew
             self.settings.update(sample, seed=args.seed)
         self.cache = trsr.read_appended(cache_path, "key")
@@ -275,7 +279,8 @@ class CachedLLM:
         t0 = time.time()
         if self.args.sample:  # each batch's draws depend on the seed and its prompts only, not on what ran before
             torch.manual_seed(int(hashlib.sha256((str(self.args.seed) + "".join(keys)).encode()).hexdigest()[:15], 16))
-        outputs, counts = generate(self.model, self.tokenizer, texts, self.gen_config, self.add_special_tokens)
+        outputs, counts = generate(self.model, self.tokenizer, texts, self.gen_config, self.add_special_tokens,
+                                   static_cache=self.args.static_cache)
         self.stats["gen_seconds"] += time.time() - t0
         for k, output, n in zip(keys, outputs, counts):
             self.cache[k] = {"key": k, "output": output, "tokens": n}

@@ -275,11 +275,11 @@ def test_shared_head_and_static_cache_generate_what_plain_generate_does(tiny, fm
     ids = [tokenizer(t, add_special_tokens=special)["input_ids"] for t in texts]
     assert len(summarize.shared_head(ids)) > 20  # the frame and the instruction
     config = summarize.generation_config(model, tokenizer, 12, fmt)
-    plain = summarize.generate(model, tokenizer, texts, config, special, share_head=False, static_cache=False)
+    plain = summarize.generate(model, tokenizer, texts, config, special, share_head=False)
     assert plain[1] != [0] * 4  # something was generated
-    assert summarize.generate(model, tokenizer, texts, config, special) == plain
-    assert summarize.generate(model, tokenizer, texts, config, special, static_cache=False) == plain
-    assert summarize.generate(model, tokenizer, texts, config, special, share_head=False) == plain
+    assert summarize.generate(model, tokenizer, texts, config, special) == plain  # shared head, the default
+    assert summarize.generate(model, tokenizer, texts, config, special, static_cache=True) == plain
+    assert summarize.generate(model, tokenizer, texts, config, special, share_head=False, static_cache=True) == plain
     # one row alone has no other row to share with, and is the same as in the batch
     assert summarize.generate(model, tokenizer, texts[:1], config, special) == ([plain[0][0]], [plain[1][0]])
 
