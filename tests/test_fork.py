@@ -1,5 +1,5 @@
-"""The fork path: the README's "Adding a paradigm" example, pasted into summarize.py exactly as the README
-shows it, reaches the results table through `trsr.py --paradigms` without touching any other file."""
+"""The fork path: the example of docs/adding-a-paradigm.md, pasted into summarize.py exactly as the page shows
+it, reaches the results table through `trsr.py --paradigms` without touching any other file."""
 import json
 import os
 import re
@@ -12,15 +12,13 @@ from tests.tiny import tiny_model_dir
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def readme_paradigm_example():
-    """The first python block after the README's "Adding a paradigm" heading."""
-    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
-        readme = f.read()
-    section = readme[readme.index("#### Adding a paradigm"):]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+def docs_paradigm_example():
+    """The first python block of docs/adding-a-paradigm.md."""
+    with open(os.path.join(ROOT, "docs", "adding-a-paradigm.md"), encoding="utf-8") as f:
+        return re.search(r"```python\n(.*?)```", f.read(), re.S).group(1)
 
 
-def test_a_paradigm_added_as_the_readme_shows_reaches_the_table(tmp_path):
+def test_a_paradigm_added_as_the_docs_show_reaches_the_table(tmp_path):
     fork = tmp_path / "fork"
     fork.mkdir()
     for name in os.listdir(ROOT):
@@ -28,7 +26,7 @@ def test_a_paradigm_added_as_the_readme_shows_reaches_the_table(tmp_path):
             shutil.copy(os.path.join(ROOT, name), fork / name)
     summarize = (fork / "summarize.py").read_text()
     table = re.search(r"^PARADIGMS = \{\n.*?^\}\n", summarize, re.M | re.S).group(0)
-    example = readme_paradigm_example()
+    example = docs_paradigm_example()
     assert "def flat(" in example and table.strip() in example.replace('    "flat": flat,\n', "")
     (fork / "summarize.py").write_text(summarize.replace(table, example))  # the function and the new table
 

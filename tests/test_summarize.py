@@ -431,7 +431,7 @@ def test_default_model_is_found_and_its_conversion_reused(tmp_path, monkeypatch)
 
 
 def test_a_new_paradigm_is_one_function_and_one_table_line(tmp_path, tiny, monkeypatch):
-    def flat(blocks, domain):  # the README's example
+    def flat(blocks, domain):  # the example of docs/adding-a-paradigm.md
         (summary,) = yield [prompts.render_block(domain, [item for block in blocks for item in block])]
         return summary
 
