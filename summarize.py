@@ -22,7 +22,6 @@ order]}, and beside it the same name ending in .meta.json instead of .jsonl: con
 Under torchrun each rank takes users by stride; rank 0 merges the ranks' parts into --out.
 """
 import argparse
-import copy
 import hashlib
 import inspect
 import json
@@ -163,12 +162,13 @@ def generation_config(model, tokenizer, max_new_tokens, fmt="chat", sample=None)
     """Greedy, or sampling with sample = {"temperature", "top_k", "top_p"}, ending at the model's or the
     tokenizer's end-of-turn token. In the paper's frame, where nothing but the text marks a turn, also at
     "###": stopping there saves the tokens of a hallucinated next turn. (Only there: transformers prepares
-    a stop string by walking the whole vocabulary once per process, ~15-45 s for SmolLM2's 49k tokens.)"""
+    a stop string by walking the whole vocabulary once per process, ~15-45 s for SmolLM2's 49k tokens.)
+    Never compiled: with --static-cache, transformers would otherwise compile the model on GPUs, unmeasured."""
     eos = model.generation_config.eos_token_id
     eos = sorted({tokenizer.eos_token_id, *(eos if isinstance(eos, list) else [eos] if eos is not None else [])})
     return GenerationConfig(max_new_tokens=max_new_tokens, do_sample=sample is not None, **(sample or {}),
                             eos_token_id=eos, pad_token_id=tokenizer.pad_token_id,
-                            stop_strings=["###"] if fmt == "paper" else None)
+                            stop_strings=["###"] if fmt == "paper" else None, disable_compile=True)
 
 
 def shared_head(rows):
@@ -184,14 +184,13 @@ def shared_head(rows):
 def generate(model, tokenizer, texts, gen_config, add_special_tokens, share_head=True, static_cache=False):
     """Continuations of a batch of prompt texts: (output texts, tokens generated each).
 
-    The rows' shared head (the chat template's system line and the instruction, 64 tokens of a 208-token block
-    prompt, 165 of a 317-token update) runs once, and its keys and values are copied into every row's cache;
+    The rows' shared head (the chat template's system line and the instruction, 68 of the ~215 tokens of a block
+    prompt, 186 of ~333 of an update) runs once, and its keys and values are copied into every row's cache;
     each row's own tail follows, padded on its left, between head and tail, where the attention mask hides the
     pads and positions go on from the head as if there were none. So every row sees exactly its own token ids
     at their own positions, as with plain left padding. static_cache pre-allocates the cache for prompt and new
     tokens (transformers' StaticCache) instead of growing it by one copy per step; on 2 CPU cores that measured
-    0.92-1.04x (bench.py summarize_cache), so it is --static-cache, off by default. Never compiled: the same
-    code on every device."""
+    0.92-1.04x (bench.py summarize_cache), so it is --static-cache, off by default."""
     ids = [tokenizer(t, add_special_tokens=add_special_tokens)["input_ids"] for t in texts]
     head = shared_head(ids) if share_head and len(ids) > 1 else []
     head = head[:min(map(len, ids)) - 1]  # every row keeps at least one token of its own to start generating from
@@ -209,8 +208,6 @@ def generate(model, tokenizer, texts, gen_config, add_special_tokens, share_head
             for layer, done in zip(cache.layers, prefix.layers):
                 layer.update(done.keys.expand(len(ids), -1, -1, -1), done.values.expand(len(ids), -1, -1, -1))
         kwargs["cache"] = cache
-    gen_config = copy.copy(gen_config)
-    gen_config.disable_compile = True  # a static cache would otherwise compile the model on GPUs, unmeasured
     out = model.generate(input_ids=input_ids, attention_mask=mask, generation_config=gen_config, tokenizer=tokenizer,
                          **kwargs)
     outputs, counts = [], []
