@@ -471,20 +471,24 @@ def progress(total, desc, unit, show=True):
 # settings; the presets trade them for minutes on a CPU.
 
 # On CPUs the presets train on the answer token only, at 10x the paper's rate: what a 135M recommender learns
-# from in a hundred steps. One prompt per micro batch, accumulated to 4, is the loss of 4 padded prompts with a
-# quarter of the activations. The summarizer runs 32 users in lockstep: the default preset's hierarchical stage
-# took 95 s in batches of 32 prompts against 111 s in batches of 16, on 2 cores, with the same summaries.
-CPU_TRAINING = ["--epochs", "1", "--loss", "answer", "--lr", "1e-3", "--batch-size", "1", "--grad-accum", "4"]
+# from in a hundred steps. The shared-prefix path runs one user's prompts per micro-step; accumulated over 4
+# prompts at 1:1 (default) or 22 at 1:10 (cpu), an optimizer step is 2 users. The summarizer runs 32 users in
+# lockstep: the default preset's hierarchical stage took 95 s in batches of 32 prompts against 111 s in batches
+# of 16, on 2 cores, with the same summaries.
+CPU_TRAINING = ["--epochs", "1", "--loss", "answer", "--lr", "1e-3", "--batch-size", "1"]
+CPU_SUMMARIES = ["--max-new-tokens", "32", "--splits", "train,test", "--batch-size", "32"]
 PRESETS = {
     # every stage for real on a small sample, in minutes; its numbers are mostly noise
-    "default": {"users": 200, "split": (20, 0, 10), "train": CPU_TRAINING,
-                "summarize": ["--max-new-tokens", "32", "--splits", "train,test", "--batch-size", "32"]},
-    # ten times the default's training users and steps, and 50 test users for narrower intervals
-    "cpu": {"users": 800, "split": (200, 0, 50), "train": CPU_TRAINING,
-            "summarize": ["--max-new-tokens", "48", "--splits", "train,test", "--batch-size", "32"]},
+    "default": {"users": 200, "split": (20, 0, 10), "data": [], "summarize": CPU_SUMMARIES,
+                "train": CPU_TRAINING + ["--grad-accum", "4"]},
+    # ten times the default's training users, each with 10 negatives (a negative is cheap next to a summarized
+    # user: it adds a ~32-token suffix to the shared prefix), and 100 test users for narrower intervals; the
+    # setting learned on validation users of another generated sample (docs/learning.png)
+    "cpu": {"users": 800, "split": (200, 0, 100), "data": ["--train-negatives", "10"], "summarize": CPU_SUMMARIES,
+            "train": CPU_TRAINING + ["--grad-accum", "22"]},
     # the paper's setting: real data, 10,000 / 1,000 / 1,000 users, every stage at its script's defaults
     # (Llama-2-7b recommender, 8 epochs, accumulation 64); pass --summarizer and --model, and --nproc for GPUs
-    "paper": {"users": 0, "split": (10_000, 1_000, 1_000), "summarize": [], "train": []},
+    "paper": {"users": 0, "split": (10_000, 1_000, 1_000), "data": [], "summarize": [], "train": []},
 }
 CONVENTIONAL = ["ncf", "din", "dien", "gru4rec", "narm", "sasrec", "core"]  # baselines.py's models, Table 2's order
 HERE = os.path.dirname(os.path.abspath(__file__))  # the stage scripts' folder
@@ -571,7 +575,8 @@ def pipeline(argv=None):
     n_train, n_val, n_test = preset["split"]
     stages.run("data", py + ["data.py", "--dataset", args.dataset, "--raw", raw, "--out", data_dir,
                              "--seed", str(args.seed), "--n-train", str(n_train), "--n-val", str(n_val),
-                             "--n-test", str(n_test)], data_dir, after=[] if args.raw else ["generate"])
+                             "--n-test", str(n_test)] + preset["data"],
+               data_dir, after=[] if args.raw else ["generate"])
     evals = []  # evaluate.py folders, in the table's order
     for paradigm in paradigms:
         summaries = os.path.join(out, f"summaries-{paradigm}.jsonl")
