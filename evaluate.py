@@ -329,9 +329,10 @@ def claim_folder(out_dir, run):
             previous = json.load(f)
         if previous != json.loads(json.dumps(run)):
             raise SystemExit(f"{out_dir} holds scores of another run ({previous}); pass another --out or remove it")
-    elif int(os.environ.get("RANK", 0)) == 0:
-        with open(path, "w") as f:
+    elif int(os.environ.get("RANK", 0)) == 0:  # written aside, then renamed: another rank never reads half a file
+        with open(path + ".tmp", "w") as f:
             json.dump(run, f, indent=1)
+        os.replace(path + ".tmp", path)
 
 
 def score_split(base, adapter, scorer, split, users, out_dir, dtype="auto", quantize="none"):

@@ -237,17 +237,22 @@ n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
 print0(("full fine-tuning: " if full_ft else f"LoRA r {args.lora_r} on {args.lora_targets}: ")
        + f"{n_train:,} trainable of {sum(p.numel() for p in model.parameters()):,} parameters")
 if ddp:
-    # each decoder layer is one FSDP unit (its weights are gathered just before it runs); the root takes
+    # each decoder layer is one FSDP unit (its weights are gathered just before it first runs); the root takes
     # the rest (embeddings, final norm, head). fully_shard changes the modules in place, so `model` stays
-    # the PeftModel (or the plain model) whose save_pretrained writes the checkpoint.
+    # the PeftModel (or the plain model) whose save_pretrained writes the checkpoint. A unit's weights stay
+    # gathered from its first forward of an optimizer step to the step's last backward (no resharding after
+    # forward, nor after backward until the last micro-step): one all-gather per unit per optimizer step
+    # whatever the accumulation, where resharding would gather twice per micro-step (forward and backward)
+    # mostly frozen weights that have not changed. The price is a whole unsharded copy of the model per
+    # process during the step (13.5 GB for Llama-2-7b in bf16); the gradients and AdamW's state stay sharded.
     mesh = init_device_mesh(device.type, (world_size,))
     base_model = model if full_ft else model.get_base_model()
     layer_classes = set(base_model._no_split_modules or [])
     layers = [m for m in model.modules() if type(m).__name__ in layer_classes]
     assert layers, f"found no decoder layers ({layer_classes}) to shard in {args.model}"
     for layer in layers:
-        fully_shard(layer, mesh=mesh)
-    fully_shard(model, mesh=mesh)
+        fully_shard(layer, mesh=mesh, reshard_after_forward=False)
+    fully_shard(model, mesh=mesh, reshard_after_forward=False)
 params = [p for p in model.parameters() if p.requires_grad]
 print0(f"AdamW lr {args.lr} ({args.lr_schedule} after {args.warmup} warm-up steps), betas (0.9, {args.adam_beta2}), "
        f"weight decay {args.weight_decay}" + ("; activation checkpointing" if args.grad_checkpoint else ""))
@@ -302,9 +307,11 @@ def save_checkpoint(step, elapsed, epoch_end):
 def save_weights(folder, weights):
     """An adapter folder that PeftModel.from_pretrained reads, or with --lora none a model folder (with its
     tokenizer) that from_pretrained reads."""
-    model.save_pretrained(folder, state_dict=weights)
     if full_ft:
+        model.save_pretrained(folder, state_dict=weights)
         tokenizer.save_pretrained(folder)
+    else:  # trsr never resizes the vocabulary; peft's "auto" would ask the Hub for the base's config at every save
+        model.save_pretrained(folder, state_dict=weights, save_embedding_layers=False)
 
 
 # validation while training: every val user's 21 candidates scored as evaluate.py scores them
@@ -401,8 +408,9 @@ for step in range(start_step, total_steps):
         micro_batches = step_users[rank::world_size]
     loss_sum = torch.zeros(2, dtype=torch.float64, device=device)  # this rank's summed prompt losses, tokens
     for micro, batch in enumerate(micro_batches):
-        if ddp:  # reduce-scatter gradients only once, after the last micro-step
+        if ddp:  # reduce-scatter gradients and reshard the weights only once, after the last micro-step
             model.set_requires_gradient_sync(micro == len(micro_batches) - 1)
+            model.set_reshard_after_backward(micro == len(micro_batches) - 1)
         if args.per_prompt:
             sample_loss, tokens = trsr.prompt_losses(model, batch, pad_id, args.loss), sum(len(r) for r in batch)
         else:

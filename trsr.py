@@ -13,6 +13,7 @@ $ python trsr.py --preset paper --raw MINDlarge_train --summarizer upstage/llama
 import argparse
 import contextlib
 import ctypes
+import datetime
 import hashlib
 import importlib.metadata
 import io
@@ -39,7 +40,9 @@ import prompts
 # Warnings that no trsr user can act on, silenced where they start. bitsandbytes, which peft imports whenever
 # it is installed, warns at import on CPUs with AVX512-BF16 that an optional hub kernel for 4-bit matmuls is
 # missing (trsr quantizes only for the summarizer, on GPUs); import trsr before peft for this to apply.
-logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+# Only that module is quieted: bitsandbytes' other warnings (such as 8-bit matmuls casting their inputs to
+# fp16) are ones a GPU user can act on.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 # peft reads a transformers attribute that transformers has deprecated, on every get_peft_model.
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 if not sys.stderr.isatty():  # a log file gets no bar redrawn with carriage returns ("Loading weights")
@@ -75,8 +78,16 @@ def init_distributed():
     device = default_device()
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group("nccl", timeout=DIST_TIMEOUT, device_id=device)  # bound: no warning per barrier
+    else:
+        dist.init_process_group("gloo", timeout=DIST_TIMEOUT)
     return rank, local_rank, world_size, device
+
+
+# How long a collective waits for the slowest rank. summarize.py's ranks meet once, after hours of uneven work
+# (NCCL's default of 10 minutes, gloo's of 30, would end the job); a rank that crashes does not leave the others
+# waiting this long, as torchrun stops them all when one process fails.
+DIST_TIMEOUT = datetime.timedelta(hours=12)
 
 
 def teardown_distributed():
@@ -121,21 +132,22 @@ def load_tokenizer(name):
 
 def load_model(name, dtype="auto", quantize="none", device=None):
     """A causal LM on `device`, in resolve_dtype(dtype). quantize "8bit"/"4bit" loads through bitsandbytes,
-    as the paper's 8-bit summarizer; it saves memory but is no faster, and on CPU slower."""
+    as the paper's 8-bit summarizer; it saves memory but is no faster, and on CPU slower. On a GPU, 8-bit
+    also waits on the host twice per linear layer (outlier detection): where the model fits in bf16 (a 30B
+    summarizer needs ~65 GB), bf16 is the faster choice."""
     device = torch.device(device) if device is not None else default_device()
+    if quantize == "8bit" and dtype == "auto" and device.type == "cuda":
+        dtype = "float16"  # bitsandbytes' int8 matmul computes in fp16 and would cast bf16 inputs every call
     dtype = resolve_dtype(dtype, device)
     kwargs = {"dtype": dtype}
     if quantize in ("8bit", "4bit"):
         kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=quantize == "8bit",
                                                            load_in_4bit=quantize == "4bit",
                                                            bnb_4bit_compute_dtype=dtype)
-        kwargs["device_map"] = {"": device}  # quantized weights are placed at load time, not moved after
     else:
         assert quantize in (None, "none"), f"quantize must be none, 8bit or 4bit, got {quantize!r}"
-    model = AutoModelForCausalLM.from_pretrained(resolve_model(name), **kwargs)
-    if "quantization_config" not in kwargs:
-        model.to(device)
-    return model
+    kwargs["device_map"] = {"": device}  # weights go straight to the device: no host copy per rank to move
+    return AutoModelForCausalLM.from_pretrained(resolve_model(name), **kwargs)
 
 
 # ---- Recommender prompt, yes/no tokens ----

@@ -324,6 +324,51 @@ def test_shared_prefix_equals_per_prompt_in_train_py(per_prompt_run, full_run, t
     assert [r["tokens"] for r in log] == [r["tokens"] for r in data.read_jsonl(os.path.join(full_run[0], "log.jsonl"))]
 
 
+COUNTING = """
+import json, os, runpy, sys
+import torch.distributed as dist
+sys.path.insert(0, {root!r})
+counts = {{"all_gather": 0, "reduce_scatter": 0}}
+def counted(name, collective):
+    def run(*args, **kwargs):
+        counts[name] += 1
+        return collective(*args, **kwargs)
+    return run
+dist.all_gather_single = counted("all_gather", dist.all_gather_single)  # what FSDP2 calls
+dist.reduce_scatter_single = counted("reduce_scatter", dist.reduce_scatter_single)
+sys.argv = ["train.py"] + sys.argv[1:]
+try:
+    runpy.run_path(os.path.join({root!r}, "train.py"), run_name="__main__")
+finally:
+    with open(os.path.join(sys.argv[sys.argv.index("--out") + 1], f"collectives-{{os.environ['RANK']}}.json"), "w") as f:
+        json.dump(counts, f)
+"""
+
+
+def test_fsdp_gathers_each_unit_once_per_optimizer_step_whatever_the_accumulation(setup):
+    """Under a two-process torchrun, the FSDP units (2 decoder layers and the root) are all-gathered a fixed
+    number of times per optimizer step, whatever the accumulation: 4 (each unit once, and one unit once more),
+    where resharding gathered 8 times in every micro-step (32 per epoch at either accumulation). 8 users per
+    epoch: 4 steps of 1 micro-step per process, or 2 steps of 2."""
+    root, _, _, model = setup
+    data_dir, summaries = make_data(root, negatives=3, name="data-k3")
+    wrapper = root / "counting_train.py"
+    wrapper.write_text(COUNTING.format(root=ROOT))
+    for accum, steps in ((8, 4), (16, 2)):
+        out = root / f"collectives-accum{accum}"
+        cmd = [TORCHRUN, "--standalone", "--nproc_per_node", "2", str(wrapper), "--data", data_dir, "--summaries",
+               summaries, "--out", str(out), "--model", model, "--epochs", "1", "--loss", "answer", "--grad-accum",
+               str(accum), "--lr", "1e-2", "--seed", "1"]
+        result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                                env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert len(losses(out)) == steps
+        for rank in (0, 1):
+            counts = json.load(open(out / f"collectives-{rank}.json"))
+            assert counts["all_gather"] == steps * 4, counts
+            assert counts["reduce_scatter"] >= steps * 2  # the LoRA gradients of both layers, every step
+
+
 def test_one_to_k_answer_loss_shared_under_two_processes_equals_per_prompt(setup):
     """1 positive : 3 negatives per user, the answer-only loss: two processes sharing each user's prefix take
     the steps of one process running every prompt whole; each step holds 2 users' 8 prompts."""
