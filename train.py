@@ -241,10 +241,11 @@ if ddp:
     # the rest (embeddings, final norm, head). fully_shard changes the modules in place, so `model` stays
     # the PeftModel (or the plain model) whose save_pretrained writes the checkpoint. A unit's weights stay
     # gathered from its first forward of an optimizer step to the step's last backward (no resharding after
-    # forward, nor after backward until the last micro-step): one all-gather per unit per optimizer step
-    # whatever the accumulation, where resharding would gather twice per micro-step (forward and backward)
-    # mostly frozen weights that have not changed. The price is a whole unsharded copy of the model per
-    # process during the step (13.5 GB for Llama-2-7b in bf16); the gradients and AdamW's state stay sharded.
+    # forward or backward; the step's end reshards every unit before the optimizer updates the shards): one
+    # all-gather per unit per optimizer step whatever the accumulation, where resharding would gather mostly
+    # frozen weights again in every forward and backward of every micro-step. The price is a whole unsharded
+    # copy of the model per process during the step (13.5 GB for Llama-2-7b in bf16); the gradients and
+    # AdamW's state stay sharded.
     mesh = init_device_mesh(device.type, (world_size,))
     base_model = model if full_ft else model.get_base_model()
     layer_classes = set(base_model._no_split_modules or [])
@@ -253,6 +254,7 @@ if ddp:
     for layer in layers:
         fully_shard(layer, mesh=mesh, reshard_after_forward=False)
     fully_shard(model, mesh=mesh, reshard_after_forward=False)
+    model.set_reshard_after_backward(False)  # the step's end reshards (below), once every backward is done
 params = [p for p in model.parameters() if p.requires_grad]
 print0(f"AdamW lr {args.lr} ({args.lr_schedule} after {args.warmup} warm-up steps), betas (0.9, {args.adam_beta2}), "
        f"weight decay {args.weight_decay}" + ("; activation checkpointing" if args.grad_checkpoint else ""))
@@ -334,6 +336,8 @@ def validate(step, elapsed):
     scores = [scorer.score(model, u)[1] for u in mine]
     model.train()
     if ddp:
+        for unit in layers + [model]:  # the forwards left the weights gathered (nothing resharded them)
+            unit.reshard()
         gathered = [None] * world_size
         dist.all_gather_object(gathered, scores)
         by_user = {r + world_size * i: s for r, part in enumerate(gathered) for i, s in enumerate(part)}
@@ -408,14 +412,13 @@ for step in range(start_step, total_steps):
         micro_batches = step_users[rank::world_size]
     loss_sum = torch.zeros(2, dtype=torch.float64, device=device)  # this rank's summed prompt losses, tokens
     for micro, batch in enumerate(micro_batches):
-        if ddp:  # reduce-scatter gradients and reshard the weights only once, after the last micro-step
+        if ddp:  # reduce-scatter gradients only once, after the last micro-step
             model.set_requires_gradient_sync(micro == len(micro_batches) - 1)
-            model.set_reshard_after_backward(micro == len(micro_batches) - 1)
         if args.per_prompt:
             sample_loss, tokens = trsr.prompt_losses(model, batch, pad_id, args.loss), sum(len(r) for r in batch)
         else:
             head, tails, answers = batch
-            sample_loss = trsr.user_losses(model, head, tails, answers, pad_id, args.loss, under_fsdp=ddp)
+            sample_loss = trsr.user_losses(model, head, tails, answers, pad_id, args.loss)
             tokens = len(tails) * (len(head) + 1) + sum(len(t) for t in tails)  # as if each prompt ran whole
         # the step's loss is the mean over the global batch; FSDP averages gradients over ranks, so each
         # rank divides by its own share of the batch
@@ -424,6 +427,8 @@ for step in range(start_step, total_steps):
         loss_sum[1] += tokens
     if ddp:
         dist.all_reduce(loss_sum)
+        for unit in layers + [model]:  # free the gathered weights: the optimizer updates the shards
+            unit.reshard()
     loss, tokens = loss_sum[0].item() / global_batch, int(loss_sum[1].item())
     if not math.isfinite(loss):
         print0(f"step {step + 1}: loss is {loss}; stopping. The last good checkpoint is in {ckpt_dir} "

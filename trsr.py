@@ -333,17 +333,15 @@ def prompt_losses(model, rows, pad_id, loss="prompt"):
     return token_loss.sum(1) / mask[:, 1:].sum(1)
 
 
-def user_losses(model, head, tails, answers, pad_id, loss="prompt", under_fsdp=False):
+def user_losses(model, head, tails, answers, pad_id, loss="prompt"):
     """The losses of one user's prompts head + tails[i] + [answers[i]], the shared head run once
     (forward_shared_prefix): the numbers prompt_losses gives for the whole prompts, within float error."""
     device = next(model.parameters()).device
     if loss == "answer":
-        head_logits, logits, _ = forward_shared_prefix(model, head, tails, pad_id)
-        losses = F.cross_entropy(logits.float(), torch.tensor(answers, device=device), reduction="none")
-        # FSDP2 gathers a layer's weights for its backward when the gradient of the layer's output arrives; the
-        # head's last layer reaches the answers only through its key/value cache, so its output is tied into
-        # the loss (with weight 0) for that gather to happen before the cache's gradient needs the weights
-        return losses + 0 * head_logits.sum() if under_fsdp else losses
+        # the head's last layer reaches the answers only through its key/value cache; under FSDP2 its weights
+        # must still be gathered when that gradient arrives, as train.py keeps them until the step's end
+        _, logits, _ = forward_shared_prefix(model, head, tails, pad_id)
+        return F.cross_entropy(logits.float(), torch.tensor(answers, device=device), reduction="none")
     rows = [tail + [a] for tail, a in zip(tails, answers)]
     head_logits, tail_logits, mask = forward_shared_prefix(model, head, rows, pad_id, every_position=True)
     ids = right_pad(rows, pad_id)[0].to(device)
