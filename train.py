@@ -254,7 +254,16 @@ if ddp:
     for layer in layers:
         fully_shard(layer, mesh=mesh, reshard_after_forward=False)
     fully_shard(model, mesh=mesh, reshard_after_forward=False)
-    model.set_reshard_after_backward(False)  # the step's end reshards (below), once every backward is done
+    model.set_reshard_after_backward(False)  # the step's end reshards (reshard_units), once every backward is done
+
+
+def reshard_units():
+    """Free every FSDP unit's gathered weights (each unit reshards only its own): before the optimizer updates
+    the shards, and after validation's forwards, which no backward follows."""
+    for unit in layers + [model]:
+        unit.reshard()
+
+
 params = [p for p in model.parameters() if p.requires_grad]
 print0(f"AdamW lr {args.lr} ({args.lr_schedule} after {args.warmup} warm-up steps), betas (0.9, {args.adam_beta2}), "
        f"weight decay {args.weight_decay}" + ("; activation checkpointing" if args.grad_checkpoint else ""))
@@ -336,8 +345,7 @@ def validate(step, elapsed):
     scores = [scorer.score(model, u)[1] for u in mine]
     model.train()
     if ddp:
-        for unit in layers + [model]:  # the forwards left the weights gathered (nothing resharded them)
-            unit.reshard()
+        reshard_units()
         gathered = [None] * world_size
         dist.all_gather_object(gathered, scores)
         by_user = {r + world_size * i: s for r, part in enumerate(gathered) for i, s in enumerate(part)}
@@ -427,8 +435,7 @@ for step in range(start_step, total_steps):
         loss_sum[1] += tokens
     if ddp:
         dist.all_reduce(loss_sum)
-        for unit in layers + [model]:  # free the gathered weights: the optimizer updates the shards
-            unit.reshard()
+        reshard_units()
     loss, tokens = loss_sum[0].item() / global_batch, int(loss_sum[1].item())
     if not math.isfinite(loss):
         print0(f"step {step + 1}: loss is {loss}; stopping. The last good checkpoint is in {ckpt_dir} "
