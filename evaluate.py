@@ -35,9 +35,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch.distributed as dist
 
+import common
 import data
-import prompts
-import trsr  # before peft: it quiets an import-time warning of bitsandbytes, which peft imports
+import llm  # before peft: it quiets an import-time warning of bitsandbytes, which peft imports
 
 from peft import PeftModel
 
@@ -62,10 +62,7 @@ parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bflo
                     help="auto: bf16 on GPU, fp32 on CPU")
 parser.add_argument("--quantize", default="none", choices=["none", "8bit", "4bit"])
 # prompt settings for the base model; an adapter brings those it was trained with
-parser.add_argument("--recent", type=int, default=3, help="most recent history items in the prompt (paper: 3)")
-parser.add_argument("--no-summary", action="store_true", help="leave the preference summary out")
-parser.add_argument("--tallrec", action="store_true", help="no summary, the whole raw history (TALLRec)")
-parser.add_argument("--max-len", type=int, default=2048, help="token budget of a prompt with its answer")
+llm.add_prompt_flags(parser)  # --recent, --no-summary, --tallrec, --max-len, as train.py has them
 # baselines and statistics
 parser.add_argument("--baselines", action="store_true", help="also rank with random, popularity and text similarity")
 parser.add_argument("--baselines-only", action="store_true", help="only the baselines: no model is loaded")
@@ -213,7 +210,7 @@ def read_scores(paths):
     """{user: {"user", "candidates", "p"}} from scores files (a line cut short by a killed run is scored again)."""
     done = {}
     for path in paths:
-        done.update(trsr.read_appended(path, "user"))
+        done.update(common.read_appended(path, "user"))
     return done
 
 
@@ -268,14 +265,14 @@ class Scorer:
     def score(self, model, user):
         """(candidates, p, shortened): p for each of the user's 21 candidates, the true next item first."""
         s = self.settings
-        summary, history = trsr.recommender_inputs(user, self.items, self.summaries, recent=s["recent"],
+        summary, history = llm.recommender_inputs(user, self.items, self.summaries, recent=s["recent"],
                                                    use_summary=not (s["no_summary"] or s["tallrec"]),
                                                    whole_history=s["tallrec"])
         candidates = [user["target"]] + user["negatives"]
-        texts = [trsr.item_text(self.items, c, user["user"]) for c in candidates]
-        prefix, suffixes, shortened = trsr.fit_recommender_prompt(self.tokenizer, self.domain, summary, history,
+        texts = [llm.item_text(self.items, c, user["user"]) for c in candidates]
+        prefix, suffixes, shortened = llm.fit_recommender_prompt(self.tokenizer, self.domain, summary, history,
                                                                   texts, s["max_len"])
-        p = trsr.score_candidates(model, self.tokenizer, prefix, suffixes, self.yes_no, self.prefix_cache)
+        p = llm.score_candidates(model, self.tokenizer, prefix, suffixes, self.yes_no, self.prefix_cache)
         return candidates, p, shortened
 
 
@@ -349,7 +346,7 @@ def score_split(base, adapter, scorer, split, users, out_dir, dtype="auto", quan
                            "prompt": scorer.settings, "data_hash": data_hash(scorer.data_dir, split)})
     kind = checkpoint_kind(adapter) if adapter else None
     if kind == "full":
-        model = trsr.load_model(adapter, dtype=dtype, quantize=quantize).eval()
+        model = llm.load_model(adapter, dtype=dtype, quantize=quantize).eval()
     elif kind == "lora":
         model = PeftModel.from_pretrained(base, adapter).eval()
     else:
@@ -359,13 +356,13 @@ def score_split(base, adapter, scorer, split, users, out_dir, dtype="auto", quan
     mine = users[rank::world]
     todo = [u for u in mine if u["user"] not in scored]
     n_cand = 1 + len(users[0]["negatives"])
-    bar = trsr.progress(len(todo) * n_cand, f"score {split} {os.path.basename(adapter or 'base')}", "candidates",
+    bar = common.progress(len(todo) * n_cand, f"score {split} {os.path.basename(adapter or 'base')}", "candidates",
                         show=rank == 0)
     t0, shortened = time.time(), 0
-    fd = trsr.open_append(os.path.join(out_dir, f"scores.rank{rank}.jsonl"))
+    fd = common.open_append(os.path.join(out_dir, f"scores.rank{rank}.jsonl"))
     for u in todo:
         candidates, p, cut = scorer.score(model, u)
-        trsr.append(fd, {"user": u["user"], "candidates": candidates, "p": p})
+        common.append(fd, {"user": u["user"], "candidates": candidates, "p": p})
         shortened += cut
         bar.update(n_cand)
     os.close(fd)
@@ -379,14 +376,12 @@ def score_split(base, adapter, scorer, split, users, out_dir, dtype="auto", quan
     if world > 1:
         dist.barrier()
     if rank == 0:
-        merged, parts = os.path.join(out_dir, "scores.jsonl"), sorted(glob.glob(os.path.join(out_dir, "scores.rank*")))
-        trsr.write_merged(merged, [merged] + parts, "user", [u["user"] for u in users])
-        for path in parts:
-            os.remove(path)
+        parts = sorted(glob.glob(os.path.join(out_dir, "scores.rank*")))
+        common.merge_parts(os.path.join(out_dir, "scores.jsonl"), parts, "user", [u["user"] for u in users])
     if world > 1:
         dist.barrier()
     n = len(todo) * n_cand
-    trsr.print0(f"{split} {adapter or 'base model'}: " + (f"rank 0 of {world}: " if world > 1 else "")
+    common.print0(f"{split} {adapter or 'base model'}: " + (f"rank 0 of {world}: " if world > 1 else "")
                 + f"scored {len(todo)} users ({n} candidates) in {seconds:.1f} s, {n / max(seconds, 1e-9):.1f} "
                 f"candidates/s; {len(mine) - len(todo)} were already scored; {shortened} prompts shortened to fit "
                 f"{scorer.settings['max_len']} tokens")
@@ -399,19 +394,23 @@ def evaluate_model(args, users, items, domain):
     is kept (the authors' rule: the best Recall@3 + @5 + @10). Runs on every rank; returns the table row."""
     adapters = adapters_of(args.adapter) if args.adapter else [None]
     train_cfg = training_config(adapters[0]) if adapters[0] else {}
-    settings = {k: train_cfg.get(k, getattr(args, k)) for k in ("recent", "no_summary", "tallrec", "max_len")}
-    model_name = args.model or train_cfg.get("model") or trsr.DEFAULT_MODEL
+    settings = {k: train_cfg.get(k, getattr(args, k)) for k in llm.PROMPT_FLAGS}
+    for k in llm.PROMPT_FLAGS:  # the prompt the adapter learned on is the prompt it is scored on
+        if settings[k] != getattr(args, k):
+            common.print0(f"NOTE: --{k.replace('_', '-')} {settings[k]} from {adapters[0]}'s training config "
+                          f"overrides --{k.replace('_', '-')} {getattr(args, k)}")
+    model_name = args.model or train_cfg.get("model") or llm.DEFAULT_MODEL
     summaries = {}
     if not (settings["no_summary"] or settings["tallrec"]):
         if not args.summaries:
             raise SystemExit("--summaries is needed: the prompt has a preference summary "
                              "(or pass --tallrec / --no-summary)")
         summaries = data.load_summaries(args.summaries)
-    tokenizer = trsr.load_tokenizer(model_name)  # a full checkpoint's too: train.py saves the weights only
+    tokenizer = llm.load_tokenizer(model_name)  # a full checkpoint's too: train.py saves the weights only
     # the zero-shot run and LoRA adapters need the base model; a full checkpoint is loaded in its place
     needs_base = any(a is None or checkpoint_kind(a) == "lora" for a in adapters)
-    base = trsr.load_model(model_name, dtype=args.dtype, quantize=args.quantize).eval() if needs_base else None
-    scorer = Scorer(model_name, tokenizer, trsr.answer_token_ids(tokenizer), domain, items, summaries, settings,
+    base = llm.load_model(model_name, dtype=args.dtype, quantize=args.quantize).eval() if needs_base else None
+    scorer = Scorer(model_name, tokenizer, llm.answer_token_ids(tokenizer), domain, items, summaries, settings,
                     args.data, not args.no_prefix_cache)
 
     chosen, selection = adapters[0], {}
@@ -422,9 +421,9 @@ def evaluate_model(args, users, items, domain):
             scores, _ = score_split(base, adapter, scorer, "val", val_users, val_dir, args.dtype, args.quantize)
             selection[adapter] = {m: float(v.mean()) for m, v in per_user_metrics(scores).items()
                                   if m.startswith("Recall")}
-            trsr.print0(f"val {adapter}: Recall@3+@5+@10 = {sum(selection[adapter].values()):.4f}")
+            common.print0(f"val {adapter}: Recall@3+@5+@10 = {sum(selection[adapter].values()):.4f}")
         chosen = max(adapters, key=lambda a: sum(selection[a].values()))  # the first of equals
-        trsr.print0(f"chosen on val: {chosen}")
+        common.print0(f"chosen on val: {chosen}")
     scores, timing = score_split(base, chosen, scorer, args.split, users, args.out, args.dtype, args.quantize)
     name = args.name or (("TALLRec mode" if settings["tallrec"] else "LLM-TRSR") if chosen else "zero-shot base model")
     return {"name": name, "scores": scores, "model": model_name, "adapter": chosen, "selection": selection,
@@ -434,10 +433,10 @@ def evaluate_model(args, users, items, domain):
 # ---- Main ----
 
 def main(args):
-    rank, _, _, _ = trsr.init_distributed()
+    rank, _, _, _ = llm.init_distributed()
     os.makedirs(args.out, exist_ok=True)
-    trsr.print0("config:", json.dumps(vars(args)))
-    domain = prompts.DOMAINS[data.load_meta(args.data)["dataset"]]
+    common.print0("config:", json.dumps(vars(args)))
+    domain = data.load_domain(args.data)
     items = data.load_items(args.data)
     users = data.load_split(args.data, args.split)[:args.limit or None]
     if not users:
@@ -474,7 +473,7 @@ def main(args):
             methods["popularity"] = popularity_scores(users, data.load_split(args.data, "train"))
             methods["random"] = random_scores(users)
         write_results(args, users, methods, model_row)
-    trsr.teardown_distributed()
+    llm.teardown_distributed()
 
 
 def write_results(args, users, methods, model_row):
@@ -485,7 +484,7 @@ def write_results(args, users, methods, model_row):
                                  for ref in methods if ref != name}}
                for name, scores in methods.items()}
     table = results_table(results)
-    trsr.print0(table)
+    common.print0(table)
     summary = {"name": model_row["name"] if model_row else "baselines", "split": args.split, "users": len(users),
                "data": args.data, "data_hash": data_hash(args.data, args.split), "config": vars(args),
                "tie_rule": "expected value over a uniformly random order of tied candidates", "methods": results,
@@ -497,7 +496,7 @@ def write_results(args, users, methods, model_row):
         f.write(f"{args.split}, {len(users)} users, 1 positive + {len(users[0]['negatives'])} negatives each; "
                 f"mean and 95% bootstrap interval over users ({args.bootstrap} resamples, seed {args.seed})\n\n"
                 + table)
-    trsr.print0(f"wrote {args.out}/results.json, results.md, scores.jsonl")
+    common.print0(f"wrote {args.out}/results.json, results.md, scores.jsonl")
 
 
 if __name__ == "__main__":

@@ -34,9 +34,10 @@ import torch
 import torch.distributed as dist
 from transformers import DynamicCache, GenerationConfig, StaticCache
 
+import common
 import data
+import llm
 import prompts
-import trsr
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -45,7 +46,7 @@ parser.add_argument("--paradigm", required=True, help="hierarchical or recurrent
 parser.add_argument("--out", required=True, help="summaries file to write (JSON lines)")
 parser.add_argument("--splits", default="train,val,test", help="comma-separated splits whose users to summarize")
 parser.add_argument("--limit", type=int, default=0, help="only the first N users of each split (0: all)")
-parser.add_argument("--model", default=trsr.DEFAULT_MODEL,
+parser.add_argument("--model", default=llm.DEFAULT_MODEL,
                     help="hub id, local folder or .gguf file; default: bundled SmolLM2-135M-Instruct")
 parser.add_argument("--format", choices=prompts.SUM_FORMATS, default=None,
                     help="prompt frame: the tokenizer's chat template, or the paper's '### User:' text "
@@ -126,9 +127,9 @@ class Pending:
     received: list = field(default_factory=list)  # every summary it was sent, in order
 
 
-def lockstep(jobs, start, llm, pool):
+def lockstep(jobs, start, summarizer, pool):
     """Run up to `pool` users' paradigm generators side by side: each round gathers every prompt the
-    pending users wait on, asks `llm` for all of them at once, and sends each user its answers. A finished
+    pending users wait on, asks `summarizer` for all of them at once, and sends each user its answers. A finished
     user makes room for the next, so the batches stay full. Yields (job index, summary, steps) as users
     finish; steps are every summary the user's generator received, in order."""
     jobs, pending = iter(enumerate(jobs)), []
@@ -138,7 +139,7 @@ def lockstep(jobs, start, llm, pool):
             pending.append(Pending(job[0], paradigm, next(paradigm)))
         if not pending:
             return
-        answers = iter(llm([prompt for user in pending for prompt in user.prompts]))
+        answers = iter(summarizer([prompt for user in pending for prompt in user.prompts]))
         still = []
         for user in pending:
             got = [next(answers) for _ in user.prompts]
@@ -235,26 +236,31 @@ def clean(output, markers, ran_out=False):
 
 
 class CachedLLM:
-    """The summarizer as lockstep's `llm`: a list of prompts in, their summaries out. Cached generations come
-    from the cache file; the rest are generated in batches of prompts of similar length (less padding), and each
-    is appended to the cache file as soon as it exists. Counts what it did in `stats`."""
+    """The summarizer as lockstep's `summarizer`: a list of prompts in, their summaries out. Cached generations
+    come from the cache file; the rest are generated in batches of `batch_size` prompts of similar length (less
+    padding), and each is appended to the cache file as soon as it exists. Counts what it did in `stats`.
 
-    def __init__(self, model, tokenizer, args, fmt, cache_path, bar):
-        self.model, self.tokenizer, self.args, self.fmt, self.bar = model, tokenizer, args, fmt, bar
+    model_name: as the user gave it (a folder counts by its absolute path); sample: None for greedy decoding, or
+    {"temperature", "top_k", "top_p"} with the seed that draws them."""
+
+    def __init__(self, model, tokenizer, model_name, fmt, cache_path, bar, batch_size=16, max_new_tokens=128,
+                 quantize="none", static_cache=False, sample=None, seed=0):
+        self.model, self.tokenizer, self.fmt, self.bar = model, tokenizer, fmt, bar
+        self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
+        self.static_cache, self.sampled, self.seed = static_cache, sample is not None, seed
         # the chat template writes its own special tokens; the paper's frame is plain text after the usual BOS
         self.add_special_tokens = fmt == "paper"
-        sample = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p} if args.sample else None
-        self.gen_config = generation_config(model, tokenizer, args.max_new_tokens, fmt, sample)
+        self.gen_config = generation_config(model, tokenizer, max_new_tokens, fmt, sample)
         self.markers = ["###", *(t for t in tokenizer.all_special_tokens if t)]
-        self.model_id = os.path.abspath(args.model) if os.path.exists(args.model) else args.model
-        self.settings = {"max_new_tokens": args.max_new_tokens, "do_sample": args.sample,
-                         "dtype": str(model.dtype).removeprefix("torch."), "quantize": args.quantize}
-        if args.static_cache:  # the same arithmetic over a longer, masked cache: float rounding may differ
+        self.model_id = os.path.abspath(model_name) if os.path.exists(model_name) else model_name
+        self.settings = {"max_new_tokens": max_new_tokens, "do_sample": sample is not None,
+                         "dtype": str(model.dtype).removeprefix("torch."), "quantize": quantize}
+        if static_cache:  # the same arithmetic over a longer, masked cache: float rounding may differ
             self.settings["static_cache"] = True
-        if args.sample:  # a sampled summary is one draw: cached under the seed that drew it, so --seed 1 draws anew
-            self.settings.update(sample, seed=args.seed)
-        self.cache = trsr.read_appended(cache_path, "key")
-        self.cache_fd = trsr.open_append(cache_path)
+        if sample:  # a sampled summary is one draw: cached under the seed that drew it, so --seed 1 draws anew
+            self.settings.update(sample, seed=seed)
+        self.cache = common.read_appended(cache_path, "key")
+        self.cache_fd = common.open_append(cache_path)
         self.stats = dict(users=0, requests=0, generated=0, tokens=0, gen_seconds=0.0, summary_tokens=0,
                           history_tokens=0, empty=0)
 
@@ -262,26 +268,25 @@ class CachedLLM:
         texts = [prompts.render_frame(c, self.fmt, self.tokenizer) for c in contents]
         keys = [cache_key(self.model_id, t, self.settings) for t in texts]
         todo = sorted({k: t for k, t in zip(keys, texts) if k not in self.cache}.items(), key=lambda kt: len(kt[1]))
-        for b in range(0, len(todo), self.args.batch_size):
-            batch = todo[b:b + self.args.batch_size]
+        for b in range(0, len(todo), self.batch_size):
+            batch = todo[b:b + self.batch_size]
             self.generate([k for k, _ in batch], [t for _, t in batch])
         self.stats["requests"] += len(texts)
-        max_new = self.args.max_new_tokens
-        summaries = [clean(self.cache[k]["output"], self.markers, ran_out=self.cache[k]["tokens"] >= max_new)
-                     for k in keys]
+        summaries = [clean(self.cache[k]["output"], self.markers,
+                           ran_out=self.cache[k]["tokens"] >= self.max_new_tokens) for k in keys]
         self.stats["empty"] += sum(s == prompts.EMPTY_SUMMARY for s in summaries)
         return summaries
 
     def generate(self, keys, texts):
         t0 = time.time()
-        if self.args.sample:  # each batch's draws depend on the seed and its prompts only, not on what ran before
-            torch.manual_seed(int(hashlib.sha256((str(self.args.seed) + "".join(keys)).encode()).hexdigest()[:15], 16))
+        if self.sampled:  # each batch's draws depend on the seed and its prompts only, not on what ran before
+            torch.manual_seed(int(hashlib.sha256((str(self.seed) + "".join(keys)).encode()).hexdigest()[:15], 16))
         outputs, counts = generate(self.model, self.tokenizer, texts, self.gen_config, self.add_special_tokens,
-                                   static_cache=self.args.static_cache)
+                                   static_cache=self.static_cache)
         self.stats["gen_seconds"] += time.time() - t0
         for k, output, n in zip(keys, outputs, counts):
             self.cache[k] = {"key": k, "output": output, "tokens": n}
-            trsr.append(self.cache_fd, self.cache[k])
+            common.append(self.cache_fd, self.cache[k])
         self.stats["generated"] += len(keys)
         self.stats["tokens"] += sum(counts)
         self.bar.set_postfix_str(f"{self.stats['tokens'] / max(self.stats['gen_seconds'], 1e-9):.1f} tok/s, "
@@ -290,18 +295,19 @@ class CachedLLM:
 
 # ---- Main ----
 
-def load_users(args, items):
-    """The users of --splits (each once, in order) and their histories, checked against items.jsonl."""
+def load_users(data_dir, splits, limit, items):
+    """The users of `splits` (each once, in order; the first `limit` of each split, 0: all) and their histories,
+    checked against items.jsonl."""
     users, seen = [], {}
-    for split in args.splits.split(","):
-        path = os.path.join(args.data, f"{split}.jsonl")
-        for record in data.load_split(args.data, split)[:args.limit or None]:
+    for split in splits:
+        path = os.path.join(data_dir, f"{split}.jsonl")
+        for record in data.load_split(data_dir, split)[:limit or None]:
             if not record.get("history"):
                 raise ValueError(f"{path}: user {record.get('user')!r} has no history to summarize")
             missing = [i for i in record["history"] if i not in items]
             if missing:
                 raise ValueError(f"{path}: user {record['user']!r}: history items {missing[:5]} are not in "
-                                 f"{os.path.join(args.data, 'items.jsonl')}")
+                                 f"{os.path.join(data_dir, 'items.jsonl')}")
             if record["user"] in seen:  # one summary per user: the same user twice must mean the same history
                 if seen[record["user"]] != record["history"]:
                     raise ValueError(f"{path}: user {record['user']!r} appears again with another history")
@@ -317,40 +323,38 @@ def main(args):
     paradigm = PARADIGMS[args.paradigm]
     options = paradigm_options(paradigm, args)
     config = vars(args)
-    rank, _, world_size, device = trsr.init_distributed()
+    rank, _, world_size, device = llm.init_distributed()
     torch.manual_seed(args.seed)
-    trsr.print0(f"config: {json.dumps(config)}")
+    common.print0(f"config: {json.dumps(config)}")
 
     # users and their blocks of item texts; under torchrun each rank takes every world_size-th user
-    meta = data.load_meta(args.data)
-    if meta.get("dataset") not in prompts.DOMAINS:
-        raise ValueError(f"{os.path.join(args.data, 'meta.json')}: 'dataset' must be one of "
-                         f"{sorted(prompts.DOMAINS)}, got {meta.get('dataset')!r}")
-    domain = prompts.DOMAINS[meta["dataset"]]
+    domain = data.load_domain(args.data)
     items = data.load_items(args.data)
-    users = load_users(args, items)
+    users = load_users(args.data, args.splits.split(","), args.limit, items)
     mine = users[rank::world_size]
     jobs = [[[items[i] for i in block] for block in data.blocks(u["history"])] for u in mine]
 
     # the summarizer: frozen, eval mode, left padding so every row's prompt ends where generation starts
-    tokenizer = trsr.load_tokenizer(args.model)
+    tokenizer = llm.load_tokenizer(args.model)
     tokenizer.padding_side = "left"
-    model = trsr.load_model(args.model, dtype=args.dtype, quantize=args.quantize, device=device)
+    model = llm.load_model(args.model, dtype=args.dtype, quantize=args.quantize, device=device)
     model.eval().requires_grad_(False)
     # The chat template wherever there is one: SmolLM2-135M-Instruct's summaries in the paper's frame mostly
     # wrote about the task (README: Summarize). A model tuned on the paper's frame wants --format paper.
     fmt = args.format or ("chat" if tokenizer.chat_template else "paper")
     cache_path = args.cache or os.path.join(os.path.dirname(os.path.abspath(args.out)), "summarize_cache.jsonl")
-    bar = trsr.progress(len(mine), f"summarize {args.paradigm}", "users", show=rank == 0)
-    llm = CachedLLM(model, tokenizer, args, fmt, cache_path, bar)
-    trsr.print0(f"{len(users)} users ({len(mine)} on this rank), {args.paradigm}, {domain} prompts, format {fmt}, "
+    bar = common.progress(len(mine), f"summarize {args.paradigm}", "users", show=rank == 0)
+    sample = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p} if args.sample else None
+    summarizer = CachedLLM(model, tokenizer, args.model, fmt, cache_path, bar, args.batch_size, args.max_new_tokens,
+                           args.quantize, args.static_cache, sample, args.seed)
+    common.print0(f"{len(users)} users ({len(mine)} on this rank), {args.paradigm}, {domain} prompts, format {fmt}, "
                 f"model {args.model} ({str(model.dtype)} on {device})")
 
     # this rank's users, each written to its part file as it finishes
-    t0, stats = time.time(), llm.stats
+    t0, stats = time.time(), summarizer.stats
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(f"{args.out}.rank{rank}", "w", encoding="utf-8") as part:
-        for i, summary, steps in lockstep(jobs, lambda blocks: paradigm(blocks, domain, **options), llm,
+        for i, summary, steps in lockstep(jobs, lambda blocks: paradigm(blocks, domain, **options), summarizer,
                                           pool=args.batch_size):
             part.write(json.dumps({"user": mine[i]["user"], "paradigm": args.paradigm, "summary": summary,
                                    "steps": steps}, ensure_ascii=False) + "\n")
@@ -361,7 +365,7 @@ def main(args):
                                                               add_special_tokens=False)["input_ids"]))
             bar.update(1)
     bar.close()
-    os.close(llm.cache_fd)
+    os.close(summarizer.cache_fd)
     seconds = time.time() - t0
 
     if world_size > 1:  # totals over all ranks, then wait until every part is complete
@@ -370,16 +374,14 @@ def main(args):
         stats = dict(zip(stats, totals.tolist()))
         dist.barrier()
     if rank == 0:  # one file in the order of the data, so --out is always whole
-        parts = [f"{args.out}.rank{r}" for r in range(world_size)]
-        trsr.write_merged(args.out, parts, "user", [u["user"] for u in users])
-        for path in parts:
-            os.remove(path)
-        write_meta(args, config, llm, fmt, domain, world_size, cache_path, stats, seconds)
-    trsr.teardown_distributed()
+        common.merge_parts(args.out, [f"{args.out}.rank{r}" for r in range(world_size)], "user",
+                           [u["user"] for u in users])
+        write_meta(args, config, summarizer, fmt, domain, world_size, cache_path, stats, seconds)
+    llm.teardown_distributed()
     return stats
 
 
-def write_meta(args, config, llm, fmt, domain, world_size, cache_path, stats, seconds):
+def write_meta(args, config, summarizer, fmt, domain, world_size, cache_path, stats, seconds):
     """--out's .meta.json (config, model, settings, counts) and the run's one-line report."""
     n = max(stats["users"], 1)
     # gen_seconds is summed over ranks that ran side by side: their joint rate is tokens / (sum / ranks)
@@ -387,10 +389,10 @@ def write_meta(args, config, llm, fmt, domain, world_size, cache_path, stats, se
                  mean_history_tokens=round(stats["history_tokens"] / n, 1),
                  tokens_per_second=round(stats["tokens"] * world_size / max(stats["gen_seconds"], 1e-9), 2))
     with open(os.path.splitext(args.out)[0] + ".meta.json", "w", encoding="utf-8") as f:
-        json.dump({"config": config, "model_id": llm.model_id, "format": fmt, "domain": domain,
-                   "settings": llm.settings, "world_size": world_size, "cache": cache_path, "stats": stats}, f,
+        json.dump({"config": config, "model_id": summarizer.model_id, "format": fmt, "domain": domain,
+                   "settings": summarizer.settings, "world_size": world_size, "cache": cache_path, "stats": stats}, f,
                   indent=1)
-    trsr.print0(f"summarized {int(stats['users'])} users in {seconds:.0f} s: {int(stats['requests'])} generations, "
+    common.print0(f"summarized {int(stats['users'])} users in {seconds:.0f} s: {int(stats['requests'])} generations, "
                 f"{int(stats['generated'])} new and {int(stats['requests'] - stats['generated'])} from the cache; "
                 f"{int(stats['tokens'])} tokens at {stats['tokens_per_second']:.1f} tok/s; mean summary "
                 f"{stats['mean_summary_tokens']:.0f} tokens vs {stats['mean_history_tokens']:.0f} tokens of history; "

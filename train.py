@@ -38,7 +38,8 @@ import time
 import torch
 import torch.distributed as dist
 
-import trsr  # before peft: it quiets an import-time warning of bitsandbytes, which peft imports
+import common
+import llm  # before peft: it quiets an import-time warning of bitsandbytes, which peft imports
 
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
@@ -49,21 +50,17 @@ from tqdm import tqdm
 
 import data
 import evaluate
-import prompts
 
 parser = argparse.ArgumentParser(description="LoRA fine-tuning of the LLM-TRSR recommender")
 parser.add_argument("--data", required=True, help="folder written by data.py (meta.json, items.jsonl, train.jsonl)")
 parser.add_argument("--summaries",
                     help="summaries file written by summarize.py; not used with --no-summary or --tallrec")
 parser.add_argument("--out", required=True, help="folder for the log, the adapters and the checkpoint")
-parser.add_argument("--model", default=trsr.DEFAULT_MODEL, help="hub id, local folder or .gguf file")
+parser.add_argument("--model", default=llm.DEFAULT_MODEL, help="hub id, local folder or .gguf file")
 parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
                     help="auto: bf16 on GPUs (the paper's), fp32 on CPUs")
 # prompt
-parser.add_argument("--recent", type=int, default=3, help="most recent history items in the prompt (paper: 3)")
-parser.add_argument("--no-summary", action="store_true", help="leave the preference summary out (ablation)")
-parser.add_argument("--tallrec", action="store_true", help="TALLRec baseline: no summary, the whole raw history")
-parser.add_argument("--max-len", type=int, default=2048, help="token budget of a prompt with its answer")
+llm.add_prompt_flags(parser)  # --recent, --no-summary, --tallrec, --max-len, as evaluate.py has them
 parser.add_argument("--limit", type=int, default=0, help="use only the first N training users (0: all)")
 parser.add_argument("--negatives", type=int, default=0,
                     help="train on each user's first N saved negatives (0: all that data.py --train-negatives saved); "
@@ -125,17 +122,17 @@ if args.grad_checkpoint and not args.per_prompt:
                  "key/value cache")
 
 # processes: torchrun starts one per GPU (RANK, LOCAL_RANK, WORLD_SIZE); plain python, one
-rank, local_rank, world_size, device = trsr.init_distributed()
+rank, local_rank, world_size, device = llm.init_distributed()
 ddp, master = dist.is_initialized(), rank == 0
-print0 = trsr.print0
+print0 = common.print0
 if device.type == "cpu":
-    trsr.keep_heap_small()  # activations are freed and allocated again every step
+    llm.keep_heap_small()  # activations are freed and allocated again every step
 
 # global batch = batch-size x grad-accum samples, whatever the number of processes (as nanoGPT does)
 assert args.grad_accum % world_size == 0, f"--grad-accum {args.grad_accum} must divide by the {world_size} processes"
 accum = args.grad_accum // world_size  # micro-steps per process per optimizer step
 global_batch = args.batch_size * args.grad_accum
-dtype = trsr.resolve_dtype(args.dtype, device)
+dtype = llm.resolve_dtype(args.dtype, device)
 on_cpu = dtype == torch.float32 and device.type == "cpu"
 print0(f"{world_size} process(es) on {device.type}, dtype {str(dtype)[6:]}"
        + (" (CPU: fp32; the paper trains in bf16 on GPUs)" if on_cpu else ""))
@@ -158,33 +155,25 @@ elif os.path.exists(ckpt_dir):
     raise SystemExit(f"{args.out} already holds a run; pass --resume to continue it or choose another --out")
 
 # ---- data: every training user gives 1 + K prompts that share a prefix: its next item (Yes), its K negatives (No) ----
-tokenizer = trsr.load_tokenizer(args.model)
-yes_id, no_id = trsr.answer_token_ids(tokenizer)
-domain = prompts.DOMAINS[data.load_meta(args.data)["dataset"]]
+tokenizer = llm.load_tokenizer(args.model)
+yes_no = llm.answer_token_ids(tokenizer)  # the token ids of the answers Yes and No
+domain = data.load_domain(args.data)
 items = data.load_items(args.data)
 users = data.load_split(args.data, "train")
 users = users[:args.limit] if args.limit else users
 summaries = data.load_summaries(args.summaries) if use_summary else {}
 items_path, train_path = os.path.join(args.data, "items.jsonl"), os.path.join(args.data, "train.jsonl")
 groups, n_short = [], 0  # per user: (prefix ids, [candidate suffix ids], [answer id per candidate])
-bar = trsr.progress(len(users), "building prompts", "users", show=master)
+bar = common.progress(len(users), "building prompts", "users", show=master)
 for user in users:
     negatives = user["negatives"][:args.negatives or None]
     want = len(groups[0][2]) - 1 if groups else max(args.negatives, 1)  # every user gives as many prompts
     if len(negatives) < want or (groups and len(negatives) != want):
         raise ValueError(f"{train_path}: user {user['user']!r} has {len(negatives)} negative(s) where {want} are "
                          f"needed (--negatives {args.negatives}); rebuild the data with data.py --train-negatives K")
-    summary, history = trsr.recommender_inputs(user, items, summaries, args.recent, use_summary, args.tallrec,
-                                               args.summaries, items_path)
-    texts = [trsr.item_text(items, c, user["user"], items_path) for c in [user["target"]] + negatives]
-    try:  # one prefix fits every candidate of the user, as in scoring
-        prefix, suffixes, shortened = trsr.fit_recommender_prompt(tokenizer, domain, summary, history, texts,
-                                                                  args.max_len)
-    except ValueError as e:
-        raise ValueError(f"user {user['user']!r}: {e}") from None
-    tails = [trsr.encode_prompt(tokenizer, prefix, s)[1] for s in suffixes]
-    # the answer is appended as its id, which answer_token_ids checked equals tokenizing the text
-    groups.append((tokenizer(prefix)["input_ids"], tails, [yes_id] + [no_id] * len(negatives)))
+    group, shortened = llm.training_prompts(tokenizer, domain, user, negatives, items, summaries, yes_no, args.recent,
+                                            use_summary, args.tallrec, args.max_len, args.summaries, items_path)
+    groups.append(group)
     n_short += shortened
     bar.update(1)
 bar.close()
@@ -218,9 +207,9 @@ print0(f"global batch {global_batch} prompts = {users_per_step} users = {micro_d
 torch.manual_seed(args.seed)  # the same LoRA initialization on every rank
 full_ft = args.lora == "none"
 if full_ft:  # the whole model is the checkpoint
-    model = trsr.load_model(ckpt_dir if args.resume else args.model, dtype=dtype, device=device)
+    model = llm.load_model(ckpt_dir if args.resume else args.model, dtype=dtype, device=device)
 else:
-    model = trsr.load_model(args.model, dtype=dtype, device=device)
+    model = llm.load_model(args.model, dtype=dtype, device=device)
     if args.resume:
         model = PeftModel.from_pretrained(model, ckpt_dir, is_trainable=True)
     else:
@@ -330,7 +319,7 @@ val_users = data.load_split(args.data, "val")[:args.val_users or None] if args.v
 if args.val_every and len(val_users) < world_size:
     raise SystemExit(f"--val-every: {args.data}/val.jsonl has {len(val_users)} users, fewer than the {world_size} "
                      f"processes; build the data with more --n-val users")
-scorer = evaluate.Scorer(args.model, tokenizer, (yes_id, no_id), domain, items, summaries,
+scorer = evaluate.Scorer(args.model, tokenizer, yes_no, domain, items, summaries,
                          {"recent": args.recent, "no_summary": args.no_summary, "tallrec": args.tallrec,
                           "max_len": args.max_len}, args.data, prefix_cache=True)
 
@@ -423,10 +412,10 @@ for step in range(start_step, total_steps):
         if ddp:  # reduce-scatter gradients only once, after the last micro-step
             model.set_requires_gradient_sync(micro == len(micro_batches) - 1)
         if args.per_prompt:
-            sample_loss, tokens = trsr.prompt_losses(model, batch, pad_id, args.loss), sum(len(r) for r in batch)
+            sample_loss, tokens = llm.prompt_losses(model, batch, pad_id, args.loss), sum(len(r) for r in batch)
         else:
             head, tails, answers = batch
-            sample_loss = trsr.user_losses(model, head, tails, answers, pad_id, args.loss)
+            sample_loss = llm.user_losses(model, head, tails, answers, pad_id, args.loss)
             tokens = len(tails) * (len(head) + 1) + sum(len(t) for t in tails)  # as if each prompt ran whole
         # the step's loss is the mean over the global batch; FSDP averages gradients over ranks, so each
         # rank divides by its own share of the batch
@@ -440,7 +429,7 @@ for step in range(start_step, total_steps):
     if not math.isfinite(loss):
         print0(f"step {step + 1}: loss is {loss}; stopping. The last good checkpoint is in {ckpt_dir} "
                f"(if any was saved); try a lower --lr")
-        trsr.teardown_distributed()
+        llm.teardown_distributed()
         sys.exit(1)
     if args.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(params, args.grad_clip)
@@ -466,4 +455,4 @@ for step in range(start_step, total_steps):
         break
 pbar.close()
 print0(f"done: {args.out}")
-trsr.teardown_distributed()
+llm.teardown_distributed()

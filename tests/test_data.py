@@ -8,6 +8,7 @@ import sys
 import pytest
 
 import data
+import generate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -18,7 +19,7 @@ def build(raw, out, *extra):
 
 def generated(tmp_path, dataset, users, seed=0):
     raw = str(tmp_path / f"raw-{dataset}-{seed}")
-    data.main(["--generate", dataset, "--out", raw, "--users", str(users), "--seed", str(seed)])
+    generate.main([dataset, "--out", raw, "--users", str(users), "--seed", str(seed)])
     return dataset, raw
 
 
@@ -252,12 +253,12 @@ def write_amazon(folder, sessions, products=PRODUCTS, n_catalogue=40):
 
 
 def session(ids, target, locale="UK"):
-    return f'"{data.numpy_list(ids)}",{target},{locale}\n'
+    return f'"{generate.numpy_list(ids)}",{target},{locale}\n'
 
 
 def test_numpy_list_wraps_like_numpy_and_parses_back():
     ids = [f"B0ITEM{i:04d}" for i in range(11)]
-    text = data.numpy_list(ids)
+    text = generate.numpy_list(ids)
     assert text.splitlines()[0] == "['B0ITEM0000' 'B0ITEM0001' 'B0ITEM0002' 'B0ITEM0003' 'B0ITEM0004'"
     assert text.splitlines()[1].startswith(" 'B0ITEM0005'") and text.endswith("'B0ITEM0010']")
     assert data.parse_id_list(text, "f", 1) == ids

@@ -11,7 +11,8 @@ import pytest
 
 import data
 import evaluate
-import trsr
+import generate
+import llm
 from tests.tiny import tiny_model_dir
 
 N = 20  # negatives per user
@@ -156,7 +157,7 @@ def test_checkpoint_folders_of_either_kind(tmp_path):
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval")
     raw = str(root / "raw")
-    data.main(["--generate", "mind", "--out", raw, "--users", "200"])
+    generate.main(["mind", "--out", raw, "--users", "200"])
     data.main(["--dataset", "mind", "--raw", raw, "--out", str(root / "data"), "--n-train", "20", "--n-val", "4", "--n-test", "6"])
     users = [u for s in data.SPLITS for u in data.load_split(str(root / "data"), s)]
     with open(root / "summaries.jsonl", "w") as f:
@@ -167,23 +168,23 @@ def setup(tmp_path_factory):
 
 def test_shared_prefix_scores_equal_one_prompt_per_candidate(setup):
     root, model_dir = setup
-    tokenizer = trsr.load_tokenizer(model_dir)
-    model = trsr.load_model(model_dir, dtype="float32", device="cpu").eval()
+    tokenizer = llm.load_tokenizer(model_dir)
+    model = llm.load_model(model_dir, dtype="float32", device="cpu").eval()
     items = data.load_items(str(root / "data"))
     u = data.load_split(str(root / "data"), "test")[0]
-    summary, history = trsr.recommender_inputs(u, items, {u["user"]: "A summary of a reader."})
+    summary, history = llm.recommender_inputs(u, items, {u["user"]: "A summary of a reader."})
     texts = [items[c] for c in [u["target"]] + u["negatives"]]
-    prefix, suffixes, _ = trsr.fit_recommender_prompt(tokenizer, "news", summary, history, texts)
-    yes_no = trsr.answer_token_ids(tokenizer)
-    fast = trsr.score_candidates(model, tokenizer, prefix, suffixes, yes_no, prefix_cache=True)
-    slow = trsr.score_candidates(model, tokenizer, prefix, suffixes, yes_no, prefix_cache=False)
+    prefix, suffixes, _ = llm.fit_recommender_prompt(tokenizer, "news", summary, history, texts)
+    yes_no = llm.answer_token_ids(tokenizer)
+    fast = llm.score_candidates(model, tokenizer, prefix, suffixes, yes_no, prefix_cache=True)
+    slow = llm.score_candidates(model, tokenizer, prefix, suffixes, yes_no, prefix_cache=False)
     assert len(fast) == 21 and np.max(np.abs(np.array(fast) - np.array(slow))) < 1e-4
     assert np.std(fast) > 0  # the candidates' texts differ, so must the scores
     # and the same with a LoRA adapter in the way (its B matrices made non-zero so it changes the output)
     from peft import LoraConfig, get_peft_model
     peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)).eval()
-    fast_lora = trsr.score_candidates(peft_model, tokenizer, prefix, suffixes, yes_no, prefix_cache=True)
-    slow_lora = trsr.score_candidates(peft_model, tokenizer, prefix, suffixes, yes_no, prefix_cache=False)
+    fast_lora = llm.score_candidates(peft_model, tokenizer, prefix, suffixes, yes_no, prefix_cache=True)
+    slow_lora = llm.score_candidates(peft_model, tokenizer, prefix, suffixes, yes_no, prefix_cache=False)
     assert np.max(np.abs(np.array(fast_lora) - np.array(slow_lora))) < 1e-4
     assert np.max(np.abs(np.array(fast_lora) - np.array(fast))) > 1e-6
 
@@ -240,7 +241,7 @@ def test_checkpoint_selection_scores_every_epoch_on_val_and_reports_the_best(set
     for epoch, seed in ((1, 1), (2, 2)):
         import torch
         torch.manual_seed(seed)
-        model = trsr.load_model(model_dir, dtype="float32", device="cpu")
+        model = llm.load_model(model_dir, dtype="float32", device="cpu")
         peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
         peft_model.save_pretrained(str(run / f"epoch_{epoch}"))
     with open(run / "config.json", "w") as f:
@@ -302,7 +303,7 @@ def test_full_checkpoints_are_scored_in_place_of_the_base_model(setup):
     root, model_dir = setup
     run = root / "full"
     for epoch in (1, 2):
-        model = trsr.load_model(model_dir, dtype="float32", device="cpu")
+        model = llm.load_model(model_dir, dtype="float32", device="cpu")
         torch.manual_seed(epoch)
         with torch.no_grad():  # every weight moved, as full fine-tuning does
             for p in model.parameters():
@@ -325,17 +326,17 @@ def test_full_checkpoints_are_scored_in_place_of_the_base_model(setup):
     assert r["adapter"] == chosen and "LLM-TRSR" in r["methods"]
     assert json.load(open(out / "scoring.json"))["adapter"] == os.path.abspath(chosen)
     # the same prompts scored directly: with the chosen checkpoint's weights, not the base model's
-    tokenizer = trsr.load_tokenizer(model_dir)
-    yes_no = trsr.answer_token_ids(tokenizer)
-    checkpoint = trsr.load_model(chosen, dtype="float32").eval()
-    base = trsr.load_model(model_dir, dtype="float32").eval()
+    tokenizer = llm.load_tokenizer(model_dir)
+    yes_no = llm.answer_token_ids(tokenizer)
+    checkpoint = llm.load_model(chosen, dtype="float32").eval()
+    base = llm.load_model(model_dir, dtype="float32").eval()
     items, summaries = data.load_items(data_dir), data.load_summaries(summaries_path)
     scored = {s["user"]: np.array(s["p"]) for s in data.read_jsonl(str(out / "scores.jsonl"))}
     for u in data.load_split(data_dir, "test")[:3]:
-        summary, history = trsr.recommender_inputs(u, items, summaries, recent=3)
+        summary, history = llm.recommender_inputs(u, items, summaries, recent=3)
         texts = [items[c] for c in [u["target"]] + u["negatives"]]
-        prefix, suffixes, _ = trsr.fit_recommender_prompt(tokenizer, "news", summary, history, texts)
-        direct = trsr.score_candidates(checkpoint, tokenizer, prefix, suffixes, yes_no)
-        from_base = trsr.score_candidates(base, tokenizer, prefix, suffixes, yes_no)
+        prefix, suffixes, _ = llm.fit_recommender_prompt(tokenizer, "news", summary, history, texts)
+        direct = llm.score_candidates(checkpoint, tokenizer, prefix, suffixes, yes_no)
+        from_base = llm.score_candidates(base, tokenizer, prefix, suffixes, yes_no)
         assert np.max(np.abs(scored[u["user"]] - direct)) < 1e-5
         assert np.max(np.abs(scored[u["user"]] - from_base)) > 1e-3

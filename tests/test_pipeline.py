@@ -18,7 +18,7 @@ def test_pipeline_runs_every_stage_once_and_reuses_them(tmp_path, capfd):
                                         "summary probe: hierarchical (TF-IDF)", "summary probe: recurrent (TF-IDF)",
                                         "text similarity (TF-IDF)", "popularity", "random"]
     assert results["users"] == 4
-    for command in ("data.py --generate mind", "summarize.py", "train.py", "evaluate.py", "baselines.py"):
+    for command in ("generate.py mind", "data.py --dataset mind", "summarize.py", "train.py", "evaluate.py", "baselines.py"):
         assert command in out  # each stage's command is printed before it runs
     assert "| LLM-TRSR-Recurrent | 4 |" in out
     assert (tmp_path / "run" / "results.png").stat().st_size > 10_000

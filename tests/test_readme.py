@@ -14,7 +14,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAGES = ["README.md"] + sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "docs", "*.md")))
-SCRIPTS = ["trsr", "data", "summarize", "train", "evaluate", "baselines", "bench"]
+SCRIPTS = ["trsr", "generate", "data", "summarize", "train", "evaluate", "baselines", "bench", "cost"]
 
 
 def shown_commands(page):

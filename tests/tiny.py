@@ -4,7 +4,7 @@ Tests use it wherever a real model would be too slow: the code paths are the rea
 (generate, LoRA, FSDP, scoring), only the weights are random.
 
     from tests.tiny import tiny_model_dir
-    path = tiny_model_dir(tmp_path)   # a Hugging Face folder that trsr.load_model reads
+    path = tiny_model_dir(tmp_path)   # a Hugging Face folder that llm.load_model reads
 """
 import os
 
