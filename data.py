@@ -31,6 +31,7 @@ This module also holds the readers of those files, which the other stages import
 (only --stats does, to count tokens with a model's tokenizer).
 """
 import argparse
+import bisect
 import collections
 import csv
 import hashlib
@@ -64,6 +65,10 @@ parser.add_argument("--locale", default="UK", help="Amazon-M2 locale (DE, JP, UK
 parser.add_argument("--negatives", choices=["exclude", "authors"], default="exclude",
                     help="exclude: never the target or a history item; "
                          "authors: any catalogue item, as the authors' code drew them")
+parser.add_argument("--eval-negatives", choices=["uniform", "popular"], default="uniform",
+                    help="how the val/test users' 20 negatives are drawn: uniform over the catalogue (the paper's), or "
+                         "popular, each item with probability proportional to its occurrences in the training users' "
+                         "histories (RecBole's 'pop' sampling), which popularity alone cannot win")
 parser.add_argument("--train-negatives", type=int, default=NEGATIVES["train"], metavar="K",
                     help="distinct negatives saved per training user (default 1, the paper's 1:1); the first is the "
                          "one a K=1 build saves, and the val/test negatives do not depend on K")
@@ -339,17 +344,46 @@ def draw_negatives(rng, catalogue_ids, n, exclude):
     return chosen
 
 
+def draw_popular(rng, ids, cumulative, n, exclude):
+    """n distinct items of `ids` not in `exclude`, each drawn with probability proportional to its weight
+    (cumulative: the running sums of the weights, in the order of ids), by rejection."""
+    if len(ids) - len(exclude) < n and len(ids) - len(exclude.intersection(ids)) < n:  # the first test is quick
+        raise ValueError(f"only {len(ids)} items occur in the training users' histories: too few to draw {n} "
+                         f"popularity-weighted negatives that are not the target or in the history")
+    chosen = []
+    while len(chosen) < n:
+        item = ids[bisect.bisect_right(cumulative, rng.random() * cumulative[-1])]
+        if item not in exclude and item not in chosen:
+            chosen.append(item)
+    return chosen
+
+
+def popularity_weights(catalogue_ids, train_histories):
+    """(ids, cumulative weights) of the catalogue items the training users' histories hold, in catalogue order,
+    weighted by how often they occur there (an item no training history holds is never drawn)."""
+    counts = collections.Counter(i for history in train_histories for i in history.split())
+    ids = [i for i in catalogue_ids if counts[i]]
+    cumulative, total = [], 0
+    for i in ids:
+        total += counts[i]
+        cumulative.append(total)
+    return ids, cumulative
+
+
 def assign_splits(eligible, catalogue, args):
     """{split: [{"user", "history", "target", "negatives"}]} and the note on shrunk splits (None if not shrunk).
 
     The users are shuffled with the seed, then cut into the splits; the order of users within a split is this
-    order. Shuffles eligible in place."""
+    order. Shuffles eligible in place. The training users' negatives are drawn first, from the same stream
+    whatever --eval-negatives says, so they are the same under either protocol."""
     rng = random.Random(args.seed)
     rng.shuffle(eligible)
     sizes, note = split_sizes(len(eligible), {"train": args.n_train, "val": args.n_val, "test": args.n_test})
     if note:
         print(note)
     catalogue_ids = list(catalogue)  # file order, so the draws depend on the seed and the files alone
+    if args.eval_negatives == "popular":
+        popular = popularity_weights(catalogue_ids, [history for _, history, _ in eligible[:sizes["train"]]])
     k = args.train_negatives
     splits, start = {}, 0
     for split in SPLITS:
@@ -362,7 +396,10 @@ def assign_splits(eligible, catalogue, args):
                 raise ValueError(f"--train-negatives {k}: the catalogue has {len(catalogue_ids)} items, "
                                  f"{len(catalogue_ids) - len(exclude)} of them allowed as negatives of user "
                                  f"{u['user']}: too few for {k} distinct negatives")
-            u["negatives"] = draw_negatives(rng, catalogue_ids, NEGATIVES[split], exclude)
+            if split != "train" and args.eval_negatives == "popular":
+                u["negatives"] = draw_popular(rng, *popular, NEGATIVES[split], exclude)
+            else:
+                u["negatives"] = draw_negatives(rng, catalogue_ids, NEGATIVES[split], exclude)
             if split == "train" and k > 1:
                 # The other K-1 come from a generator of the user's own, so the shared stream, and with it the
                 # first training negative and every val/test negative, is the K=1 build's; and a user's K
@@ -414,7 +451,8 @@ def sample_meta(args, splits, n_eligible, n_catalogue, n_used, note, skipped, sh
         "seed": args.seed,
         "protocol": {"history_items": [MIN_HISTORY, MAX_HISTORY], "block_size": BLOCK_SIZE,
                      "negatives": {**NEGATIVES, "train": args.train_negatives}, "train_negatives": args.train_negatives,
-                     "negative_sampling": args.negatives, "abstract": args.abstract if args.dataset == "mind" else None,
+                     "negative_sampling": args.negatives, "eval_negatives": args.eval_negatives,
+                     "abstract": args.abstract if args.dataset == "mind" else None,
                      "item_text": args.item_text, "fields": field_names(args.dataset, args.item_text, args.abstract),
                      "max_field_chars": field_cap(args),
                      "missing_ids": "ids absent from the catalogue are removed from the history "

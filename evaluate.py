@@ -71,6 +71,10 @@ parser.add_argument("--probe-summaries", nargs="*", default=[], metavar="NAME=PA
                     "LLM) as the row 'summary probe: NAME (TF-IDF)', with or without --baselines")
 parser.add_argument("--include", nargs="*", default=[],
                     help="other evaluate.py --out folders (same data and split) to put in the table")
+parser.add_argument("--full-ranking", action="store_true",
+                    help="with --baselines-only: rank each target against every item of items.jsonl but the user's "
+                    "history (Recall, MRR, NDCG @10/20/50), with the cheap rankers, the summary probes and the "
+                    "--include folders of baselines.py --full-ranking")
 parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples over users for the intervals")
 parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
 
@@ -93,17 +97,26 @@ def rank_bounds(scores):
 def per_user_metrics(scores):
     """{metric name: array of one value per user} for Recall@K, MRR@K, NDCG@K and AUC."""
     above, tied = rank_bounds(scores)
-    n_neg = np.asarray(scores).shape[1] - 1
-    ranks = np.arange(1, n_neg + 2)[None, :]  # every rank 1..n the positive could take
+    return rank_metrics(above, tied, np.asarray(scores).shape[1] - 1)
+
+
+def rank_metrics(above, tied, n_negatives, ks=KS, ranks_up_to=None):
+    """{metric name: array of one value per user} for Recall@K, MRR@K, NDCG@K (K in ks) and AUC, of a positive that
+    `above` negatives score higher than and `tied` the same, among n_negatives (one number, or one per user).
+
+    The expectation runs over every rank the positive could take, 1 .. ranks_up_to (default 1 + n_negatives);
+    a metric @K is 0 beyond rank K, so ranking a whole catalogue needs no rank past max(ks)."""
+    above, tied = np.asarray(above), np.asarray(tied)
+    ranks = np.arange(1, (ranks_up_to or n_negatives + 1) + 1)[None, :]  # the ranks the positive could take
     possible = (ranks > above[:, None]) & (ranks <= (above + tied + 1)[:, None])  # its equally likely ranks
     weight = possible / (tied + 1)[:, None]
     out = {}
-    for k in KS:
+    for k in ks:
         within = ranks <= k
         out[f"Recall@{k}"] = (weight * within).sum(1)
         out[f"MRR@{k}"] = (weight * within / ranks).sum(1)
         out[f"NDCG@{k}"] = (weight * within / np.log2(ranks + 1)).sum(1)  # one relevant item: IDCG = 1
-    out["AUC"] = (n_neg - above - 0.5 * tied) / n_neg
+    out["AUC"] = (n_negatives - above - 0.5 * tied) / n_negatives
     return out
 
 
@@ -118,14 +131,31 @@ def bootstrap(values, n_resamples, seed):
 
 def summarize_metrics(scores, n_resamples, seed):
     """{metric: [mean, low, high]} for one method's [users, candidates] scores."""
-    return {name: list(bootstrap(v, n_resamples, seed)) for name, v in per_user_metrics(scores).items()}
+    return summary_of(per_user_metrics(scores), n_resamples, seed)
+
+
+def summary_of(per_user, n_resamples, seed):
+    """{metric: [mean, low, high]} for one method's {metric: per-user values}."""
+    return {name: list(bootstrap(v, n_resamples, seed)) for name, v in per_user.items()}
 
 
 def paired(scores_a, scores_b, n_resamples, seed):
     """{metric: [mean of a - b, low, high]}: the same users resampled for both methods, so the interval is
     that of the difference, much narrower than comparing two separate intervals."""
-    a, b = per_user_metrics(scores_a), per_user_metrics(scores_b)
+    return paired_of(per_user_metrics(scores_a), per_user_metrics(scores_b), n_resamples, seed)
+
+
+def paired_of(a, b, n_resamples, seed):
+    """paired() for two methods' {metric: per-user values}."""
     return {name: list(bootstrap(a[name] - b[name], n_resamples, seed)) for name in a}
+
+
+def method_results(per_user, n_users, n_resamples, seed):
+    """{method: {"users", "metrics", "paired": {other method: differences}}} from {method: {metric: per-user values}}:
+    each method's metrics with intervals and its paired differences from every other."""
+    return {name: {"users": n_users, "metrics": summary_of(m, n_resamples, seed),
+                   "paired": {ref: paired_of(m, per_user[ref], n_resamples, seed) for ref in per_user if ref != name}}
+            for name, m in per_user.items()}
 
 # ---- Baselines: cheap rankers on exactly the same candidates ----
 
@@ -168,30 +198,110 @@ def cosine_scores(users, items, vector, queries):
                       for c in [u["target"]] + u["negatives"]] for u, query in zip(users, queries)])
 
 
-def tfidf_scores(users, items):
-    """Text similarity from the raw history: the cosine between the candidate's TF-IDF vector and the sum of
-    the history items' (unit) vectors. The counterpart of summary_tfidf_scores, which ranks the same way from
-    the summary instead: what the history's own words carry, with no LLM."""
-    vector = tfidf_vectorizer(items)
+def history_profiles(users, items, vector):
+    """Each user's query for text similarity: the unit sum of the history items' (unit) TF-IDF vectors."""
     profiles = []
     for u in users:
         profile = Counter()
         for item in u["history"]:
             profile.update(vector(items[item]))
         profiles.append(unit(profile))
-    return cosine_scores(users, items, vector, profiles)
+    return profiles
+
+
+def summary_queries(users, summaries, vector, summaries_path="the summaries file"):
+    """Each user's query for the summary probe: the TF-IDF vector of the preference summary."""
+    missing = [u["user"] for u in users if u["user"] not in summaries]
+    if missing:
+        raise ValueError(f"user {missing[0]!r} has no summary in {summaries_path} ({len(missing)} of the "
+                         f"{len(users)} users have none); summarize every user of the split first")
+    return [vector(summaries[u["user"]]) for u in users]
+
+
+def tfidf_scores(users, items):
+    """Text similarity from the raw history: the cosine between the candidate's TF-IDF vector and the sum of
+    the history items' (unit) vectors. The counterpart of summary_tfidf_scores, which ranks the same way from
+    the summary instead: what the history's own words carry, with no LLM."""
+    vector = tfidf_vectorizer(items)
+    return cosine_scores(users, items, vector, history_profiles(users, items, vector))
 
 
 def summary_tfidf_scores(users, items, summaries, summaries_path="the summaries file"):
     """Text similarity from the summary alone (a probe, no LLM recommender): the cosine between the candidate's
     TF-IDF vector and the TF-IDF vector of the user's preference summary. Beside tfidf_scores it shows how much
     of the ranking the summary's words carry, compared with the history's."""
-    missing = [u["user"] for u in users if u["user"] not in summaries]
-    if missing:
-        raise ValueError(f"user {missing[0]!r} has no summary in {summaries_path} ({len(missing)} of the "
-                         f"{len(users)} users have none); summarize every user of the split first")
     vector = tfidf_vectorizer(items)
-    return cosine_scores(users, items, vector, [vector(summaries[u["user"]]) for u in users])
+    return cosine_scores(users, items, vector, summary_queries(users, summaries, vector, summaries_path))
+
+# ---- Full ranking: the target against every item of items.jsonl but the user's history ----
+# The cheap rankers afford it (one score per item); baselines.py --full-ranking writes the conventional models'
+# ranks.jsonl. The LLM recommender, one forward pass per candidate, does not (docs/stages.md says what it would cost).
+
+FULL_KS = (10, 20, 50)
+
+
+def full_ranks(users, items, rows):
+    """(above, tied, negatives), one value per user: how many of the items that are neither the target nor in the
+    user's history score higher than the target, how many the same, and how many there are. rows: each user's
+    scores of every item, in items.jsonl's order."""
+    index = {item: j for j, item in enumerate(items)}
+    above, tied, negatives = [], [], []
+    for u, row in zip(users, rows):
+        allowed = np.ones(len(items), dtype=bool)
+        allowed[[index[i] for i in u["history"]]] = False
+        target = index[u["target"]]
+        allowed[target] = False
+        others = row[allowed]
+        above.append(int((others > row[target]).sum()))
+        tied.append(int((others == row[target]).sum()))
+        negatives.append(int(allowed.sum()))
+    return np.array(above), np.array(tied), np.array(negatives)
+
+
+def cosine_rows(items, vector, queries):
+    """Each query's cosine with every item of items.jsonl (in its order), through an inverted index of the items'
+    TF-IDF vectors: a query touches only the items that share one of its words."""
+    postings = {}
+    for j, text in enumerate(items.values()):
+        for w, x in vector(text).items():
+            postings.setdefault(w, ([], []))
+            postings[w][0].append(j)
+            postings[w][1].append(x)
+    postings = {w: (np.array(js), np.array(xs)) for w, (js, xs) in postings.items()}
+    for query in queries:
+        row = np.zeros(len(items))
+        for w, q in query.items():
+            if w in postings:
+                js, xs = postings[w]
+                row[js] += q * xs  # each item once per word
+        yield row
+
+
+def full_ranking_rows(users, items, train_users, probes):
+    """{ranker: rows for full_ranks}: the summary probes ({name: summaries}), text similarity, popularity and random,
+    each against the whole catalogue."""
+    vector = tfidf_vectorizer(items)
+    counts = Counter(i for u in train_users for i in u["history"])
+    rankers = {name: cosine_rows(items, vector, summary_queries(users, summaries, vector))
+               for name, summaries in probes.items()}
+    rankers["text similarity (TF-IDF)"] = cosine_rows(items, vector, history_profiles(users, items, vector))
+    popularity = np.array([counts[i] for i in items], dtype=np.float64)
+    rankers["popularity"] = (popularity for _ in users)
+    rankers["random"] = (np.zeros(len(items)) for _ in users)  # every item tied: a random order's expectation
+    return rankers
+
+
+def read_ranks(folder, users):
+    """(name, (above, tied, negatives)) from a baselines.py --full-ranking folder: its full.json's name and its
+    ranks.jsonl, checked against the users and their targets."""
+    with open(os.path.join(folder, "full.json")) as f:
+        name = json.load(f)["name"]
+    records = common.read_appended(os.path.join(folder, "ranks.jsonl"), "user")
+    for u in users:
+        if u["user"] not in records or records[u["user"]]["target"] != u["target"]:
+            raise ValueError(f"{folder}/ranks.jsonl: no rank of user {u['user']!r}'s target {u['target']!r}; "
+                             f"was it ranked on other data? Run baselines.py --full-ranking on this data")
+    return name, tuple(np.array([records[u["user"]][k] for u in users]) for k in ("above", "tied", "negatives"))
 
 
 # ---- Files ----
@@ -229,10 +339,10 @@ def fmt(m):
     return f"{m[0]:.4f} [{m[1]:.3f}, {m[2]:.3f}]"
 
 
-def results_table(methods, reference="random"):
+def results_table(methods, reference="random", cols=None):
     """Markdown: one row per method (metric, 95% interval), then each method's paired difference from the
     reference method on the same users."""
-    cols = [f"Recall@{k}" for k in KS] + [f"MRR@{k}" for k in KS] + ["NDCG@10", "AUC"]
+    cols = cols or [f"Recall@{k}" for k in KS] + [f"MRR@{k}" for k in KS] + ["NDCG@10", "AUC"]
     lines = ["| method | users | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
     for name, r in methods.items():
         lines.append(f"| {name} | {r['users']} | " + " | ".join(fmt(r["metrics"][c]) for c in cols) + " |")
@@ -442,17 +552,26 @@ def main(args):
     if not users:
         raise SystemExit(f"{args.data}/{args.split}.jsonl has no users")
 
+    probe_files = {}  # row name: summaries file
+    for spec in args.probe_summaries:
+        name, _, path = spec.partition("=")
+        if not (name and path):
+            raise SystemExit(f"--probe-summaries takes NAME=PATH, e.g. hierarchical=runs/mind/"
+                             f"summaries-hierarchical.jsonl; got {spec!r}")
+        probe_files[f"summary probe: {name} (TF-IDF)"] = path
+    if args.full_ranking:
+        if not args.baselines_only:
+            raise SystemExit("--full-ranking needs --baselines-only: the LLM recommender runs one forward pass per "
+                             "candidate, and cannot afford every item of the catalogue (docs/stages.md)")
+        write_full_ranking(args, users, items, {name: data.load_summaries(p) for name, p in probe_files.items()})
+        return
+
     # the summary probes are ranked first, so that a file without some user stops the run now, not after
     # the scoring; the other ranks need none of it (a failed rank 0 ends a torchrun job)
     probes = {}
     if rank == 0:
-        for spec in args.probe_summaries:
-            name, _, path = spec.partition("=")
-            if not (name and path):
-                raise SystemExit(f"--probe-summaries takes NAME=PATH, e.g. hierarchical=runs/mind/"
-                                 f"summaries-hierarchical.jsonl; got {spec!r}")
-            scores = summary_tfidf_scores(users, items, data.load_summaries(path), path)
-            probes[f"summary probe: {name} (TF-IDF)"] = scores
+        for name, path in probe_files.items():
+            probes[name] = summary_tfidf_scores(users, items, data.load_summaries(path), path)
 
     # the table's rows, in order: the model, the included runs, the summary probes, then the baselines
     methods, model_row = {}, None
@@ -479,10 +598,8 @@ def main(args):
 def write_results(args, users, methods, model_row):
     """Each method's metrics with intervals and its paired differences from every other, as results.json
     and as the results.md table."""
-    results = {name: {"users": len(users), "metrics": summarize_metrics(scores, args.bootstrap, args.seed),
-                      "paired": {ref: paired(scores, methods[ref], args.bootstrap, args.seed)
-                                 for ref in methods if ref != name}}
-               for name, scores in methods.items()}
+    results = method_results({name: per_user_metrics(scores) for name, scores in methods.items()}, len(users),
+                             args.bootstrap, args.seed)
     table = results_table(results)
     common.print0(table)
     summary = {"name": model_row["name"] if model_row else "baselines", "split": args.split, "users": len(users),
@@ -497,6 +614,36 @@ def write_results(args, users, methods, model_row):
                 f"mean and 95% bootstrap interval over users ({args.bootstrap} resamples, seed {args.seed})\n\n"
                 + table)
     common.print0(f"wrote {args.out}/results.json, results.md, scores.jsonl")
+
+
+def write_full_ranking(args, users, items, probes):
+    """--full-ranking: the included baselines.py ranks and the cheap rankers against the whole catalogue, as
+    results.json and the results.md table (Recall, MRR and NDCG at 10, 20 and 50)."""
+    t0 = time.time()
+    counts = dict(read_ranks(folder, users) for folder in args.include)
+    rows = full_ranking_rows(users, items, data.load_split(args.data, "train"), probes)
+    counts.update({name: full_ranks(users, items, r) for name, r in rows.items()})
+    n_negatives = counts["random"][2]
+    for name, (_, _, negatives) in counts.items():  # the same candidates for every row: checked, not assumed
+        if not np.array_equal(negatives, n_negatives):
+            raise ValueError(f"{name}: ranked against other items than the catalogue less each user's history")
+    per_user = {name: rank_metrics(*c, FULL_KS, ranks_up_to=max(FULL_KS)) for name, c in counts.items()}
+    results = method_results(per_user, len(users), args.bootstrap, args.seed)
+    cols = [f"{m}@{k}" for m in ("Recall", "MRR", "NDCG") for k in FULL_KS]
+    table = results_table(results, cols=cols)
+    common.print0(table)
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump({"name": "full ranking", "split": args.split, "users": len(users), "catalogue": len(items),
+                   "candidates": "every item of items.jsonl but the user's history", "ks": FULL_KS,
+                   "data": args.data, "data_hash": data_hash(args.data, args.split), "config": vars(args),
+                   "tie_rule": "expected value over a uniformly random order of tied candidates",
+                   "methods": results}, f, indent=1)
+    with open(os.path.join(args.out, "results.md"), "w") as f:
+        f.write(f"{args.split}, {len(users)} users, the target ranked against every item of items.jsonl but the "
+                f"user's history ({int(n_negatives.mean()):,} on average); mean and 95% bootstrap interval over "
+                f"users ({args.bootstrap} resamples, seed {args.seed})\n\n" + table)
+    common.print0(f"full ranking of {len(users)} users against {len(items):,} items in {time.time() - t0:.1f} s: "
+                  f"wrote {args.out}/results.json, results.md")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ Table 2-style table and its plot.
 
 $ python trsr.py                                  # generated MIND sample, every stage, one table
 $ python trsr.py --preset cpu                     # 200 training users at 1:10, 100 test users: where it learns
+$ python trsr.py --preset cpu --eval-negatives popular   # negatives that popularity alone cannot rank below
 $ python trsr.py --dataset amazon --recent 0,1,3,5
 $ python trsr.py --paradigms hierarchical,recurrent,flat     # once flat is in summarize.PARADIGMS (README)
 $ python trsr.py --preset paper --raw MINDlarge_train --summarizer upstage/llama-30b-instruct-2048 \
@@ -79,6 +80,9 @@ def pipeline_parser():
     parser.add_argument("--users", type=int, help="override the preset: users of the generated sample (Amazon-M2: "
                         "about this many users, from 80 times as many sessions)")
     parser.add_argument("--split", help="override the preset: train,val,test users, e.g. 60,10,30")
+    parser.add_argument("--eval-negatives", default="uniform", choices=["uniform", "popular"],
+                        help="the test users' 20 negatives: uniform (the paper's) or popularity-weighted (data.py); "
+                             "popular runs go to their own folder, runs/<preset>-<dataset>-popular")
     parser.add_argument("--seed", type=int, default=0)
     return parser
 
@@ -128,7 +132,8 @@ def pipeline(argv=None):
         preset["split"] = tuple(int(n) for n in args.split.split(","))
     if args.preset == "paper" and not args.raw:
         raise SystemExit("--preset paper needs the real files: --raw FOLDER")
-    out = args.out or os.path.join("runs", f"{args.preset}-{args.dataset}")
+    protocol = [] if args.eval_negatives == "uniform" else ["--eval-negatives", args.eval_negatives]
+    out = args.out or os.path.join("runs", f"{args.preset}-{args.dataset}" + ("-popular" if protocol else ""))
     paradigms, recents = args.paradigms.split(","), [int(r) for r in args.recent.split(",")]
     main_recent = 3 if 3 in recents else recents[0]  # the others' rows are named "(recent N)"
     py = [sys.executable]
@@ -145,7 +150,7 @@ def pipeline(argv=None):
     n_train, n_val, n_test = preset["split"]
     stages.run("data", py + ["data.py", "--dataset", args.dataset, "--raw", raw, "--out", data_dir,
                              "--seed", str(args.seed), "--n-train", str(n_train), "--n-val", str(n_val),
-                             "--n-test", str(n_test)] + preset["data"],
+                             "--n-test", str(n_test)] + preset["data"] + protocol,
                data_dir, after=[] if args.raw else ["generate"])
     evals = []  # (stage, evaluate.py folder) of each LLM row, in the table's order
     for paradigm in paradigms:

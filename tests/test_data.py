@@ -1,6 +1,9 @@
 """data.py: the protocol, the real files' traps, and an error for each kind of bad input."""
+import collections
+import hashlib
 import json
 import os
+import random
 import re
 import subprocess
 import sys
@@ -194,6 +197,54 @@ def test_train_negatives_are_seeded(tmp_path):
     extra = {name: {u["user"]: u["negatives"][1:] for u in data.load_split(str(tmp_path / name), "train")}
              for name in "ac"}
     assert sum(extra["a"][user] != extra["c"][user] for user in extra["a"]) > 30  # the same users, other draws
+
+
+def test_popular_draws_follow_the_weights_worked_out_by_hand():
+    # weights 1, 2, 3, 4 (running sums 1, 3, 6, 10): a draw is a with probability 1/10, ... d with 4/10; with d
+    # excluded, a, b, c take 1/6, 2/6, 3/6. A chi-square over 6,000 seeded draws stays below the 0.1% critical value.
+    ids, cumulative = data.popularity_weights(["a", "b", "c", "d", "e"], ["d c b d", "a d c c d"])
+    assert ids == ["a", "b", "c", "d"] and cumulative == [1, 2, 5, 9]  # e occurs in no history: never drawn
+    ids, cumulative = ["a", "b", "c", "d"], [1, 3, 6, 10]
+    rng = random.Random(0)
+    for exclude, expected, critical in (({"e"}, [0.1, 0.2, 0.3, 0.4], 16.27), ({"d"}, [1 / 6, 2 / 6, 3 / 6, 0], 13.82)):
+        counts = collections.Counter(data.draw_popular(rng, ids, cumulative, 1, exclude)[0]
+                                                   for _ in range(6000))
+        assert counts["d"] == 0 if "d" in exclude else counts["d"] > 0
+        chi2 = sum((counts[i] - 6000 * p) ** 2 / (6000 * p) for i, p in zip(ids, expected) if p)
+        assert chi2 < critical, (counts, chi2)
+    two = [data.draw_popular(rng, ids, cumulative, 2, {"a"}) for _ in range(200)]
+    assert all(len(set(pair)) == 2 and "a" not in pair for pair in two)
+    with pytest.raises(ValueError, match="too few to draw 4 popularity-weighted negatives"):
+        data.draw_popular(rng, ids, cumulative, 4, {"a"})
+
+
+def test_popular_eval_negatives_leave_training_alone_and_never_hit_the_history(tmp_path):
+    raw = write_mind(tmp_path / "raw", behaviors=forty_users())
+    splits = "--n-train", "20", "--n-val", "10", "--n-test", "10", "--train-negatives", "3"
+    build(raw, tmp_path / "uniform", *splits)
+    meta = build(raw, tmp_path / "popular", *splits, "--eval-negatives", "popular")
+    build(raw, tmp_path / "again", *splits, "--eval-negatives", "popular")
+    assert meta["protocol"]["eval_negatives"] == "popular"
+    uniform, popular = files(tmp_path / "uniform"), files(tmp_path / "popular")
+    assert popular["train.jsonl"] == uniform["train.jsonl"] and popular["val.jsonl"] != uniform["val.jsonl"]
+    assert files(tmp_path / "again") == popular  # the same seed, the same files
+    train = data.load_split(str(tmp_path / "popular"), "train")
+    counts = collections.Counter(i for u in train for i in u["history"])
+    for split in ("val", "test"):
+        for u in data.load_split(str(tmp_path / "popular"), split):
+            assert len(set(u["negatives"])) == 20 and not (set(u["history"]) | {u["target"]}) & set(u["negatives"])
+            assert all(counts[i] for i in u["negatives"])  # only items the training histories hold
+
+
+def test_the_uniform_default_builds_the_same_files_as_before_popular_negatives_existed(tmp_path):
+    raw = write_mind(tmp_path / "raw", behaviors=forty_users())
+    build(raw, tmp_path / "out", "--n-train", "20", "--n-val", "10", "--n-test", "10", "--train-negatives", "3")
+    built = files(tmp_path / "out")
+    sha = {name: hashlib.sha256(built[name]).hexdigest()[:16] for name in
+           ("items.jsonl", "train.jsonl", "val.jsonl", "test.jsonl")}
+    # recorded from the build of this same command before --eval-negatives was added
+    assert sha == {"items.jsonl": "ee0ba721742a7da0", "train.jsonl": "178986b424256d77",
+                   "val.jsonl": "1119e4173b93aa5e", "test.jsonl": "466186d0c7fa5510"}
 
 
 def test_train_negatives_below_one_or_beyond_the_catalogue_is_a_clear_error(tmp_path, capsys):

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -340,3 +341,40 @@ def test_full_checkpoints_are_scored_in_place_of_the_base_model(setup):
         from_base = llm.score_candidates(base, tokenizer, prefix, suffixes, yes_no)
         assert np.max(np.abs(scored[u["user"]] - direct)) < 1e-5
         assert np.max(np.abs(scored[u["user"]] - from_base)) > 1e-3
+
+
+def test_full_ranking_counts_and_metrics_by_hand():
+    # catalogue a..f; the user read a and b (left out of the ranking), the target c scores 5: d scores more, e the
+    # same, f less. So 3 negatives, 1 above, 1 tied: rank 2 or 3, each with probability 1/2.
+    items = {i: i for i in "abcdef"}
+    user = {"user": "u", "history": ["a", "b", "a"], "target": "c"}
+    above, tied, negatives = evaluate.full_ranks([user], items, [np.array([9.0, 9.0, 5.0, 7.0, 5.0, 1.0])])
+    assert (above.tolist(), tied.tolist(), negatives.tolist()) == ([1], [1], [3])
+    m = evaluate.rank_metrics(above, tied, negatives, ks=(1, 2), ranks_up_to=2)
+    assert m["Recall@1"][0] == 0 and m["Recall@2"][0] == 0.5
+    assert m["MRR@2"][0] == 0.25 and m["NDCG@2"][0] == pytest.approx(0.5 / np.log2(3))
+    assert m["AUC"][0] == pytest.approx((3 - 1 - 0.5) / 3)
+    # ranks past max(K) add nothing: cut there, the metrics @K are those of the whole list of ranks
+    scores = np.random.default_rng(0).integers(0, 4, size=(50, 21)).astype(float)
+    whole, cut = evaluate.per_user_metrics(scores), evaluate.rank_metrics(*evaluate.rank_bounds(scores), 20,
+                                                                          ranks_up_to=10)
+    assert all(np.allclose(whole[k], cut[k]) for k in whole)
+
+
+def test_full_ranking_ranks_the_cheap_rankers_against_the_catalogue(setup):
+    root, model_dir = setup
+    r = run_eval(root, model_dir, root / "full", "--baselines-only", "--full-ranking")
+    assert list(r["methods"]) == ["text similarity (TF-IDF)", "popularity", "random"] and r["ks"] == [10, 20, 50]
+    items, test = data.load_items(str(root / "data")), data.load_split(str(root / "data"), "test")
+    negatives = np.array([len(set(items) - set(u["history"]) - {u["target"]}) for u in test])
+    # every item tied: the target's rank is uniform over the catalogue less the history, so Recall@10 = 10 / (n + 1)
+    assert r["methods"]["random"]["metrics"]["Recall@10"][0] == pytest.approx(np.mean(10 / (negatives + 1)))
+    counts = Counter(i for u in data.load_split(str(root / "data"), "train") for i in u["history"])
+    above = [sum(counts[i] > counts[u["target"]] for i in items if i not in u["history"] and i != u["target"])
+             for u in test]
+    tied = [sum(counts[i] == counts[u["target"]] for i in items if i not in u["history"] and i != u["target"])
+            for u in test]
+    expected = evaluate.rank_metrics(np.array(above), np.array(tied), negatives, (10, 20, 50), ranks_up_to=50)
+    assert r["methods"]["popularity"]["metrics"]["Recall@50"][0] == pytest.approx(expected["Recall@50"].mean())
+    with pytest.raises(SystemExit, match="--full-ranking needs --baselines-only"):
+        run_eval(root, model_dir, root / "full-model", "--full-ranking")
