@@ -15,15 +15,22 @@ cached in DATA/embeddings/, keyed by encoder and item texts, so a second run doe
 
 The same protocol for all seven models:
 - Training examples: only the train split's users (the users the LLM recommender is trained on). An example is a prefix
-  of a user's sequence (history + target): items 1..t predict item t+1. Each epoch takes one prefix per user, its
-  length drawn uniformly, so over the epochs every prefix serves (the full history predicting the target among them);
-  taking all ~17 prefixes of every user in every epoch would cost 17 times more per validation check.
+  of a user's sequence (history + target): items 1..t predict item t+1. The loss of a user is the mean over its
+  prefixes (the full history predicting the target among them). GRU4Rec and SASRec are causal: one pass over the
+  history gives the user after every prefix, so each epoch takes every prefix of every user at once
+  (every_prefix_loss). The other five pool or attend over the whole prefix (NCF, DIN, DIEN, NARM, CORE), one pass per
+  prefix, and all ~17 of them would cost 17 times more per epoch: each epoch takes one prefix per user, its length
+  drawn uniformly, whose expected loss is the same mean (one_prefix_loss), with more noise. Taking every prefix at
+  once costs GRU4Rec and SASRec the full-length pass and the candidates of every prefix, about 2-3 times a
+  one-prefix epoch; at MIND's size it is what lifts them from last to level with the other models.
 - Loss: sampled softmax, i.e. cross-entropy of the true next item against --negatives (4) items drawn uniformly, with
-  the seed, from the items of the training users; a drawn item that is the target or in the prefix is masked out, as
-  the saved negatives never are either. The saved validation and test negatives are never used for training.
-- Text vectors standardized per dimension over items.jsonl, hidden size 64, dropout 0.2, AdamW (lr 1e-3, weight decay
-  0.01), batch 256, at most 300 epochs.
-- Validation: every --val-every-examples (2,560: ten batches) training examples, i.e. every max(1, ceil(2560 /
+  the seed, from the items of the training users (for each prefix); a drawn item that is the target or in the
+  prefix is masked out, as the saved negatives never are either. The saved validation and test negatives are never
+  used for training.
+- Text vectors standardized per dimension over items.jsonl, hidden size 64, dropout 0.2 (on the history items'
+  representations and inside the models, never on a candidate's: its score would only get noisier), AdamW (lr 1e-3,
+  weight decay 0.01), batch 256 users, at most 300 epochs.
+- Validation: every --val-every-examples (2,560: ten batches) training users' examples, i.e. every max(1, ceil(2560 /
   training users)) epochs, and at the last epoch, the validation users' 21 candidates are scored; the check with the
   best Recall@3+@5+@10 (the authors' rule, as evaluate.py's) is kept, and training stops after --patience (3) checks
   without a better one. From 2,560 training users on a check comes after every epoch. With 200 an epoch is a single
@@ -35,9 +42,19 @@ The same protocol for all seven models:
 
 Writes OUT/<model>/scores.jsonl (user, candidates, p: the first candidate is the true next item) and results.json
 (metrics with 95% bootstrap intervals and the paired difference from random, by evaluate.py's numpy metrics), in
-evaluate.py's formats, plus log.jsonl (one line per epoch, with val_recall_3_5_10 on the epochs with a check). A model
-whose results.json holds the same config (data, encoder, settings) is not trained again, so an interrupted run loses
-no finished model.
+evaluate.py's formats, plus log.jsonl (one line per epoch, with val_recall_3_5_10 on the epochs with a check) and
+model.pt (the selected weights). A model whose results.json holds the same run (data, encoder, settings, recipe
+version) is not trained again, so an interrupted run loses no finished model.
+
+--full-ranking also ranks each --split user's target against every item of items.jsonl but the user's history:
+OUT/<model>/ranks.jsonl ({"user", "target", "above", "tied", "negatives"}, one line per user in the split's order:
+how many of those items score higher than the target, how many the same, and how many there are) and full.json
+(Recall, MRR and NDCG at 10, 20 and 50 with intervals, by evaluate.rank_metrics; evaluate.py --baselines-only
+--full-ranking --include OUT/<model> puts it in one table with the cheap rankers). The dot-product models score the
+whole catalogue with one product per user; NCF, DIN and DIEN run a network per (user, item), a model whose full
+ranking is estimated (by timing one batch) to take over --full-ranking-budget (600 s) is skipped with a message
+that names it and the estimate: on 2 CPU cores at MIND's size (38,283 items, 1,000 users) DIN and DIEN are. A
+finished model is ranked from its model.pt, not trained again: the flag is not part of a run.
 """
 import argparse
 import copy
@@ -46,6 +63,7 @@ import importlib.metadata
 import json
 import math
 import os
+import resource
 import time
 from typing import NamedTuple
 
@@ -86,6 +104,11 @@ parser.add_argument("--patience", type=int, default=3, help="checks without a be
 parser.add_argument("--val-every-examples", type=int, default=2560, metavar="N",
                     help="training examples between two validation checks: a check every max(1, ceil(N / training "
                     "users)) epochs and at the last one (default: ten batches of 256; every epoch from 2,560 users)")
+parser.add_argument("--full-ranking", action="store_true",
+                    help="also rank each --split user's target against every item of items.jsonl but the user's "
+                    "history: OUT/<model>/ranks.jsonl and full.json (a finished model is ranked from its model.pt)")
+parser.add_argument("--full-ranking-budget", type=float, default=600, metavar="SECONDS",
+                    help="skip the full ranking of a model estimated to take longer than this (default 600)")
 parser.add_argument("--seed", type=int, default=0)
 
 # ---- Item text embeddings ----
@@ -126,22 +149,51 @@ def embed_texts(encoder, texts, device, batch_size, max_tokens):
 
 # ---- Models ----
 # Each scores a batch of users' histories against candidates: history [B, L] item indices, right-padded with 0
-# (oldest first), candidates [B, C] -> scores [B, C]. Padding never changes a score.
+# (oldest first), candidates [B, C] -> scores [B, C]. Padding never changes a score. A candidate's vector does not
+# depend on the user (forward is score(history, candidate_vectors(candidates))), so ranking the whole catalogue
+# computes each item's vector once. The dot-product models (GRU4Rec, NARM, SASRec, CORE) score user(history) .
+# vector; the causal ones (GRU4Rec, SASRec) also give states(history), [B, L, d]: at t, the user after items 0..t.
 
 
 class Items(nn.Module):
     """Item representations: a learned projection of each item's frozen text embedding (row 0 is padding)."""
 
-    def __init__(self, text, hidden, dropout):
+    def __init__(self, text, hidden, dropout, std=None):
         super().__init__()
         self.register_buffer("text", text, persistent=False)  # frozen, and kept out of the saved weights
         self.proj = nn.Linear(text.shape[1], hidden)
+        if std is not None:  # each entry of an item's vector starts with this spread (the text is standardized)
+            nn.init.normal_(self.proj.weight, std=std / math.sqrt(text.shape[1]))
+            nn.init.zeros_(self.proj.bias)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, ids):
+        """History items: dropped out in training."""
+        return self.dropout(self.candidates(ids))
+
+    def candidates(self, ids):
+        """Candidates: never dropped out (nor are RecBole's). A dot-product score is linear in the candidate's
+        vector, so dropping it out only adds noise to the logits that the loss compares."""
         # project every occurrence rather than each distinct item once and scatter back: that backward pass adds up
         # gradients in a thread-dependent order, and two runs of the same command would differ in the last digits
-        return self.dropout(self.proj(self.text[ids]))
+        return self.proj(self.text[ids])
+
+
+class Recommender(nn.Module):
+    """forward(history, candidates) = score(history, candidate_vectors(candidates))."""
+
+    def candidate_vectors(self, ids):
+        return self.items.candidates(ids)
+
+    def forward(self, history, candidates):
+        return self.score(history, self.candidate_vectors(candidates))
+
+
+class DotProduct(Recommender):
+    """score = user(history) . candidate vector."""
+
+    def score(self, history, vectors):
+        return (vectors * self.user(history)[:, None]).sum(-1)
 
 
 def run_gru(gru, x, mask):
@@ -153,9 +205,14 @@ def run_gru(gru, x, mask):
     return states, last[-1]
 
 
+def last_state(states, mask):
+    """[B, d]: each row's state at its most recent real item."""
+    return states[torch.arange(len(states), device=states.device), mask.sum(1) - 1]
+
+
 def positions(mask, n_positions):
-    """Each item's distance from the most recent one (0 = the latest), as SASRec's left padding numbers them; items
-    further back than n_positions share the last position."""
+    """Each item's distance from the most recent one (0 = the latest); items further back than n_positions share
+    the last position."""
     lengths = mask.sum(1, keepdim=True)
     back = lengths - 1 - torch.arange(mask.shape[1], device=mask.device)[None, :]
     return back.clamp(0, n_positions - 1)
@@ -164,7 +221,7 @@ def positions(mask, n_positions):
 MAX_POSITIONS = 50  # the paper's histories have at most 25 items
 
 
-class NCF(nn.Module):
+class NCF(Recommender):
     """NCF (He et al., 2017, Neural Collaborative Filtering) as the paper uses it: the user is the max-pool of the
     history items; NeuMF's two branches, GMF (user * candidate) and an MLP tower over user + candidate, feed one
     output layer."""
@@ -176,15 +233,14 @@ class NCF(nn.Module):
                                  nn.Linear(hidden, hidden // 2), nn.ReLU())
         self.out = nn.Linear(hidden + hidden // 2, 1)
 
-    def forward(self, history, candidates):
+    def score(self, history, c):
         mask = history > 0
         user = self.items(history).masked_fill(~mask[..., None], float("-inf")).max(1).values
-        c = self.items(candidates)
         user = user[:, None, :].expand_as(c)
         return self.out(torch.cat([user * c, self.mlp(torch.cat([user, c], -1))], -1)).squeeze(-1)
 
 
-class DIN(nn.Module):
+class DIN(Recommender):
     """DIN (Zhou et al., 2018, Deep Interest Network): an activation unit weighs each history item by its relevance to
     the candidate ([h, c, h - c, h * c] -> MLP -> weight, not normalized, as in DIN), the weighted sum is the user's
     interest in this candidate, and an MLP over [interest, c, interest * c] gives the score."""
@@ -195,9 +251,9 @@ class DIN(nn.Module):
         self.activation = nn.Sequential(nn.Linear(4 * hidden, hidden), nn.PReLU(), nn.Linear(hidden, 1))
         self.mlp = nn.Sequential(nn.Linear(3 * hidden, hidden), nn.PReLU(), nn.Dropout(dropout), nn.Linear(hidden, 1))
 
-    def forward(self, history, candidates):
+    def score(self, history, c):
         mask = history > 0
-        h, c = self.items(history), self.items(candidates)  # [B, L, d], [B, C, d]
+        h = self.items(history)  # [B, L, d]; c: [B, C, d]
         # the activation unit's first layer on [h, c, h - c, h * c], split by its four inputs: the terms in h alone and
         # c alone are computed once per item, only h * c for every (candidate, history item) pair
         w_h, w_c, w_diff, w_prod = self.activation[0].weight.split(h.shape[-1], 1)
@@ -208,7 +264,7 @@ class DIN(nn.Module):
         return self.mlp(torch.cat([interest, c, interest * c], -1)).squeeze(-1)
 
 
-class DIEN(nn.Module):
+class DIEN(Recommender):
     """DIEN (Zhou et al., 2019, Deep Interest Evolution Network): a GRU extracts an interest state at every history
     step; attention of the candidate over those states drives an AUGRU (a GRU whose update gate is scaled by the
     attention), whose final state is the interest that evolved towards the candidate; an MLP over [interest, c,
@@ -223,10 +279,9 @@ class DIEN(nn.Module):
         self.h_gates = nn.Linear(hidden, 3 * hidden, bias=False)  # and from the AUGRU's own state
         self.mlp = nn.Sequential(nn.Linear(3 * hidden, hidden), nn.PReLU(), nn.Dropout(dropout), nn.Linear(hidden, 1))
 
-    def forward(self, history, candidates):
+    def score(self, history, c):
         mask = history > 0
-        states, _ = run_gru(self.extractor, self.items(history), mask)  # [B, L, d]
-        c = self.items(candidates)  # [B, C, d]
+        states, _ = run_gru(self.extractor, self.items(history), mask)  # [B, L, d]; c: [B, C, d]
         attention = self.attention(c) @ states.transpose(1, 2)  # c W s_t: [B, C, L]
         attention = attention.masked_fill(~mask[:, None], float("-inf")).softmax(-1)  # [B, C, L]
         xr, xu, xn = self.x_gates(states)[:, None].chunk(3, -1)  # the same for every candidate: computed once
@@ -240,21 +295,26 @@ class DIEN(nn.Module):
         return self.mlp(torch.cat([h, c, h * c], -1)).squeeze(-1)
 
 
-class GRU4Rec(nn.Module):
+class GRU4Rec(DotProduct):
     """GRU4Rec (Hidasi et al., 2016, Session-based Recommendations with Recurrent Neural Networks): a GRU over the
-    history; the score is its final state . candidate."""
+    history, and a linear layer from its state to the user, as RecBole's GRU4Rec has (a GRU state is bounded in
+    (-1, 1); the layer's bias gives every user a common part, the direction a popular item can lean towards); the
+    score is user . candidate."""
 
     def __init__(self, text, hidden, dropout):
         super().__init__()
         self.items = Items(text, hidden, dropout)
         self.gru = nn.GRU(hidden, hidden, batch_first=True)
+        self.out = nn.Linear(hidden, hidden)
 
-    def forward(self, history, candidates):
-        _, last = run_gru(self.gru, self.items(history), history > 0)
-        return (self.items(candidates) * last[:, None]).sum(-1)
+    def states(self, history):
+        return self.out(run_gru(self.gru, self.items(history), history > 0)[0])
+
+    def user(self, history):
+        return last_state(self.states(history), history > 0)
 
 
-class NARM(nn.Module):
+class NARM(DotProduct):
     """NARM (Li et al., 2017, Neural Attentive Session-based Recommendation): a GRU over the history; the global
     encoder is its last state, the local encoder attends from the last state over all states (weights
     v . sigmoid(A1 h_last + A2 h_t), not normalized, as in NARM); the score is bilinear between the candidate and
@@ -269,40 +329,46 @@ class NARM(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.bilinear = nn.Linear(2 * hidden, hidden, bias=False)  # B in the score c^T B [global; local]
 
-    def forward(self, history, candidates):
+    def user(self, history):
         mask = history > 0
         states, last = run_gru(self.gru, self.items(history), mask)
         weight = self.v(torch.sigmoid(self.a1(last)[:, None] + self.a2(states))).squeeze(-1) * mask
         local = (weight[..., None] * states).sum(1)
-        session = self.bilinear(self.dropout(torch.cat([last, local], -1)))
-        return (self.items(candidates) * session[:, None]).sum(-1)
+        return self.bilinear(self.dropout(torch.cat([last, local], -1)))
 
 
-class SASRec(nn.Module):
+class SASRec(DotProduct):
     """SASRec (Kang and McAuley, 2018, Self-Attentive Sequential Recommendation): two blocks of causal self-attention
-    (one head, pre-norm) over the history items plus learned position embeddings; the score is the output at the
-    most recent position . candidate."""
+    (pre-norm, two heads, a GELU feed-forward of 4 x hidden: RecBole's 2 layers, 2 heads and inner size 256 at
+    hidden 64) over the history items plus learned position embeddings, numbered from the oldest item so that the
+    state at t is the same whatever follows it; the score is the output at the most recent position . candidate.
+    Item vectors start small (entries of spread 0.02, as RecBole's item embeddings): the user is layer-normed to a
+    norm of sqrt(hidden); from PyTorch's default start the scores spread by about 5 and the first loss is about 5.6,
+    not ln 5, and SASRec spent its epochs unlearning that."""
 
-    def __init__(self, text, hidden, dropout, blocks=2):
+    def __init__(self, text, hidden, dropout, blocks=2, heads=2):
         super().__init__()
-        self.items = Items(text, hidden, dropout)
+        self.items = Items(text, hidden, dropout, std=0.02)
         self.positions = nn.Embedding(MAX_POSITIONS, hidden)
-        self.blocks = nn.ModuleList(nn.TransformerEncoderLayer(hidden, 1, hidden, dropout, batch_first=True,
-                                                               norm_first=True) for _ in range(blocks))
+        self.blocks = nn.ModuleList(nn.TransformerEncoderLayer(hidden, heads, 4 * hidden, dropout, "gelu",
+                                                               batch_first=True, norm_first=True)
+                                    for _ in range(blocks))
         self.norm = nn.LayerNorm(hidden)
 
-    def forward(self, history, candidates):
-        mask = history > 0
-        x = self.items(history) + self.positions(positions(mask, MAX_POSITIONS))
+    def states(self, history):
+        order = torch.arange(history.shape[1], device=history.device).clamp(max=MAX_POSITIONS - 1)
+        x = self.items(history) + self.positions(order)[None]
         # causal, and the padding is on the right: a real position never sees a padded one, so no padding mask
         causal = nn.Transformer.generate_square_subsequent_mask(history.shape[1], device=history.device)
         for block in self.blocks:
             x = block(x, src_mask=causal, is_causal=True)
-        last = self.norm(x[torch.arange(len(x)), mask.sum(1) - 1])
-        return (self.items(candidates) * last[:, None]).sum(-1)
+        return self.norm(x)
+
+    def user(self, history):
+        return last_state(self.states(history), history > 0)
 
 
-class CORE(nn.Module):
+class CORE(DotProduct):
     """CORE (Hou et al., 2022, CORE: Simple and Effective Session-based Recommendation within Consistent
     Representation Space): the session is a weighted sum of its items' representations, so it lives in the same space
     as the candidates; the weights are a softmax over what a self-attention block (CORE-trm) says of each item; the
@@ -316,13 +382,15 @@ class CORE(nn.Module):
         self.weight = nn.Linear(hidden, 1)
         self.temperature = temperature
 
-    def forward(self, history, candidates):
+    def candidate_vectors(self, ids):
+        return F.normalize(self.items.candidates(ids), dim=-1)
+
+    def user(self, history):
         mask = history > 0
         x = self.items(history)
         states = self.block(x + self.positions(positions(mask, MAX_POSITIONS)), src_key_padding_mask=~mask)
         alpha = self.weight(states).squeeze(-1).masked_fill(~mask, float("-inf")).softmax(-1)
-        session = F.normalize((alpha[..., None] * x).sum(1), dim=-1)
-        return (F.normalize(self.items(candidates), dim=-1) * session[:, None]).sum(-1) / self.temperature
+        return F.normalize((alpha[..., None] * x).sum(1), dim=-1) / self.temperature
 
 
 MODELS = {"ncf": NCF, "din": DIN, "dien": DIEN, "gru4rec": GRU4Rec, "narm": NARM, "sasrec": SASRec, "core": CORE}
@@ -351,6 +419,130 @@ def score_users(model, users, device, batch_size=256):
             candidates = padded([[u["target"]] + u["negatives"] for u in chunk]).to(device)
             rows.append(model(history, candidates).float().cpu().numpy())
     return np.concatenate(rows).astype(np.float64)
+
+# ---- Ranking the whole catalogue (--full-ranking) ----
+
+
+def catalogue_scores(model, history, vectors, chunk):
+    """[B, 1 + N] scores of every item for a batch of users, chunk items at a time (column 0 is padding's);
+    vectors: model.candidate_vectors of items 0..N."""
+    starts = range(0, len(vectors), chunk)
+    if isinstance(model, DotProduct):  # one user vector, then a product with each chunk of item vectors
+        user = model.user(history)
+        return torch.cat([user @ vectors[s:s + chunk].T for s in starts], 1)
+    # a network per (user, candidate): each chunk of items against every user of the batch
+    return torch.cat([model.score(history, vectors[s:s + chunk][None].expand(len(history), -1, -1))
+                      for s in starts], 1)
+
+
+def catalogue_ranks(scores, history, target):
+    """(above, tied, negatives) per row of [B, 1 + N] scores: how many items that are neither the target, nor in the
+    history (right-padded with 0), nor padding score higher than the target, how many exactly the same, and how
+    many such items there are."""
+    allowed = torch.ones_like(scores, dtype=torch.bool).scatter_(1, history, False).scatter_(1, target[:, None], False)
+    allowed[:, 0] = False
+    own = scores.gather(1, target[:, None])
+    return (((scores > own) & allowed).sum(1), ((scores == own) & allowed).sum(1), allowed.sum(1))
+
+
+def chunk_size(model, batch_size, n_items):
+    """Items scored per call: all of them for a dot-product model (one [B, N] product), else PAIRS // batch_size,
+    so that a per-(user, candidate) network's activations stay bounded."""
+    return n_items if isinstance(model, DotProduct) else max(1, FULL_RANKING_PAIRS // batch_size)
+
+
+FULL_KS = (10, 20, 50)  # as evaluate.py --full-ranking
+FULL_RANKING_PAIRS = 2 ** 15  # (user, item) pairs per call of a per-candidate network: DIN's [B, C, L, d] ~ 200 MB
+
+
+def full_ranking_cost(model, users, n_items, device, batch_size=64):
+    """Estimated seconds to rank the users' targets against the whole catalogue: one call's time (one batch of
+    users against one chunk of items) times the number of calls."""
+    model.eval()
+    chunk = chunk_size(model, batch_size, n_items + 1)
+    with torch.no_grad():
+        history = padded([u["history"] for u in users[:batch_size]]).to(device)
+        vectors = model.candidate_vectors(torch.arange(min(chunk, n_items + 1), device=device))
+        catalogue_scores(model, history, vectors, chunk)  # a first call also allocates: timed, it overestimates
+        t0 = time.time()
+        catalogue_scores(model, history, vectors, chunk)
+        seconds = time.time() - t0
+    return seconds * math.ceil(len(users) / batch_size) * math.ceil((n_items + 1) / chunk)
+
+
+class OverBudget(Exception):
+    """A full ranking whose estimated time (seconds, the argument) is over the budget."""
+
+
+def full_ranks(model, users, n_items, device, batch_size=64, budget=math.inf):
+    """(above, tied, negatives) arrays, one value per user, of each user's target against items 1..n_items but the
+    user's distinct history items (and the target itself). After each batch of users the time so far is projected
+    to all of them: over `budget` seconds (a machine busier than when the cost was first estimated), OverBudget."""
+    model.eval()
+    out, t0 = [], time.time()
+    with torch.no_grad():
+        vectors = torch.cat([model.candidate_vectors(torch.arange(s, min(s + 4096, n_items + 1), device=device))
+                             for s in range(0, n_items + 1, 4096)])  # every item's vector once
+        chunk = chunk_size(model, batch_size, n_items + 1)
+        for start in range(0, len(users), batch_size):
+            part = users[start:start + batch_size]
+            history = padded([u["history"] for u in part]).to(device)
+            target = torch.tensor([u["target"] for u in part], device=device)
+            out.append(torch.stack(catalogue_ranks(catalogue_scores(model, history, vectors, chunk), history,
+                                                   target), 1).cpu())
+            projected = (time.time() - t0) * len(users) / (start + len(part))
+            if projected > budget:
+                raise OverBudget(projected)
+    return tuple(np.asarray(column) for column in torch.cat(out).T.numpy())
+
+
+def full_up_to_date(out_dir, run):
+    """Whether out_dir holds this run's full ranking (full.json of the same run, and its ranks.jsonl)."""
+    path = os.path.join(out_dir, "full.json")
+    if not (os.path.isfile(path) and os.path.isfile(os.path.join(out_dir, "ranks.jsonl"))):
+        return False
+    with open(path) as f:
+        return json.load(f).get("run") == run
+
+
+def write_full_ranking(out_dir, args, run, model, users, n_items, device):
+    """--full-ranking: ranks.jsonl (one line per user, in the split's order) and full.json (Recall, MRR and NDCG at
+    10, 20 and 50 with 95% bootstrap intervals, by evaluate.py), unless the estimated time is over
+    --full-ranking-budget, which skips the model with a message."""
+    name = run["model"]
+    estimate = full_ranking_cost(model, users, n_items, device)
+    t0 = time.time()
+    try:
+        if estimate > args.full_ranking_budget:
+            raise OverBudget(estimate)
+        above, tied, negatives = full_ranks(model, users, n_items, device, budget=args.full_ranking_budget)
+    except OverBudget as over:
+        why = "" if isinstance(model, DotProduct) else ": it runs a network per (user, candidate) pair"
+        spent = time.time() - t0
+        print(f"[{name}] full ranking skipped: {NAMES[name]} would take about {over.args[0]:,.0f} s on {device} to "
+              f"score {len(users):,} users x {n_items:,} items (over --full-ranking-budget "
+              f"{args.full_ranking_budget:,.0f} s){why}" + (f"; stopped after {spent:.0f} s" if spent > 1 else ""),
+              flush=True)
+        return
+    seconds = time.time() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # KiB on Linux -> GiB
+    ks = list(FULL_KS)
+    per_user = evaluate.rank_metrics(above, tied, negatives, ks, ranks_up_to=max(ks))
+    metrics = {m: list(evaluate.bootstrap(v, 1000, args.seed)) for m, v in per_user.items()}
+    ids = data.load_split(args.data, args.split)
+    data.write_atomic(os.path.join(out_dir, "ranks.jsonl"), [json.dumps(
+        {"user": u["user"], "target": u["target"], "above": int(a), "tied": int(t), "negatives": int(n)})
+        for u, a, t, n in zip(ids, above, tied, negatives)])
+    data.write_atomic(os.path.join(out_dir, "full.json"), [json.dumps({
+        "name": NAMES[name], "users": len(users), "ks": ks, "metrics": metrics, "catalogue": n_items,
+        "candidates": "every item of items.jsonl but the user's history", "run": run,
+        "seconds": round(seconds, 1), "estimated_seconds": round(estimate, 1), "peak_rss_gib": round(peak, 2),
+        "device": str(device)}, indent=1)])
+    print(f"[{name}] full ranking: {len(users):,} users x {n_items:,} items in {seconds:.1f} s (estimated "
+          f"{estimate:.0f} s), peak memory {peak:.2f} GiB; " + ", ".join(
+              f"{m} {metrics[m][0]:.4f}" for m in ("Recall@10", "MRR@10", "NDCG@10", "Recall@50")) +
+          f" -> {out_dir}/ranks.jsonl, full.json", flush=True)
+
 
 # ---- The run, in the order the work happens: data, item vectors, training, outputs ----
 
@@ -413,29 +605,59 @@ def item_vectors(items, encoder, max_tokens, batch_size, data_dir, device):
     return torch.cat([torch.zeros(1, text.shape[1]), text]).to(device)
 
 
+def sampled_softmax(logits, clash):
+    """Each example's cross-entropy of its true next item (column 0) against its drawn negatives (the other
+    columns), a negative that clashes (is the target or in the prefix, as the saved negatives never are) masked
+    out."""
+    logits = torch.cat([logits[..., :1], logits[..., 1:].masked_fill(clash, float("-inf"))], -1)
+    return -logits.log_softmax(-1)[..., 0]
+
+
+def one_prefix_loss(model, sequences, cut, negatives):
+    """The mean loss of one prefix per user: items 0..cut-1 of each sequence [B, L + 1] predict item cut, against
+    negatives [B, n]."""
+    history = sequences[:, :int(cut.max())] * (torch.arange(int(cut.max()), device=cut.device)[None, :] < cut[:, None])
+    target = sequences.gather(1, cut[:, None])
+    clash = (negatives[:, :, None] == torch.cat([history, target], 1)[:, None, :]).any(-1)
+    return sampled_softmax(model(history, torch.cat([target, negatives], 1)), clash).mean()
+
+
+def every_prefix_loss(model, sequences, history_lengths, negatives):
+    """The mean over users of each user's mean loss over all of its prefixes, negatives [B, L, n] for the prefix
+    that ends at item t: the expectation of one_prefix_loss over its uniform draw of the prefix, from one pass of a
+    causal model, whose states(history)[:, t] is the user after items 0..t."""
+    length = negatives.shape[1]
+    seq = sequences[:, :length + 1]
+    valid = torch.arange(length, device=seq.device)[None, :] < history_lengths[:, None]  # [B, L]: t < history
+    history = seq[:, :length] * valid  # the target is never an input
+    candidates = torch.cat([seq[:, 1:, None], negatives], -1)  # [B, L, 1 + n]: item t + 1 first
+    # the prefix that ends at t holds items 0..t, and its target is t + 1: a negative clashes with items 0..t + 1
+    seen = torch.arange(length + 1, device=seq.device)[None, :] <= torch.arange(length, device=seq.device)[:, None] + 1
+    clash = ((negatives[..., None] == seq[:, None, None, :]) & seen[None, :, None, :]).any(-1)
+    logits = (model.candidate_vectors(candidates) * model.states(history)[:, :, None]).sum(-1)
+    loss = sampled_softmax(logits, clash).masked_fill(~valid, 0)
+    return (loss.sum(1) / history_lengths).mean()
+
+
 def train_epoch(model, optimizer, examples, batch_size, n_negatives, generator, device):
-    """One pass over the training users, one prefix each, in batches of batch_size, each example ranking its next
-    item against n_negatives drawn items; the summed loss over the examples."""
+    """One pass over the training users in batches of batch_size, each user's next item ranked against n_negatives
+    drawn items: for a model with states, at every prefix (every_prefix_loss), else at one prefix of a length drawn
+    uniformly (over the epochs every prefix serves); the summed loss over the users."""
     sequences, history_lengths, train_items = examples
     model.train()
     total_loss = 0.0
     order = torch.randperm(len(sequences), generator=generator)
-    # one prefix per user and epoch, its length t drawn uniformly from 1..len(history): over the epochs every prefix
-    # serves, at the cost of one example per user
     cut = 1 + (torch.rand(len(sequences), generator=generator) * history_lengths).long()
     for start in range(0, len(order), batch_size):
         row = order[start:start + batch_size]
-        t = cut[row]
-        history = sequences[row, :t.max()] * (torch.arange(int(t.max()))[None, :] < t[:, None])
-        target = sequences[row, t]
-        draw = torch.randint(len(train_items), (len(row), n_negatives), generator=generator)
-        negatives = train_items[draw]
-        # a drawn item that is the target or in the prefix is no negative (the saved negatives never are)
-        clash = (negatives[:, :, None] == torch.cat([history, target[:, None]], 1)[:, None, :]).any(-1)
-        history, candidates = history.to(device), torch.cat([target[:, None], negatives], 1).to(device)
-        logits = model(history, candidates)
-        logits = torch.cat([logits[:, :1], logits[:, 1:].masked_fill(clash.to(device), float("-inf"))], 1)
-        loss = F.cross_entropy(logits, torch.zeros(len(row), dtype=torch.long, device=device))
+        if hasattr(model, "states"):
+            shape = (len(row), int(history_lengths[row].max()), n_negatives)
+            negatives = train_items[torch.randint(len(train_items), shape, generator=generator)]
+            loss = every_prefix_loss(model, sequences[row].to(device), history_lengths[row].to(device),
+                                     negatives.to(device))
+        else:
+            negatives = train_items[torch.randint(len(train_items), (len(row), n_negatives), generator=generator)]
+            loss = one_prefix_loss(model, sequences[row].to(device), cut[row].to(device), negatives.to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -498,6 +720,9 @@ def train_model(name, args, text, examples, val_users, device):
     return model, log, {"selection": selection, "parameters": n_params, "train_seconds": train_seconds}
 
 
+RECIPE = 2  # the training recipe's version, part of a run: results of an older recipe are not reused
+
+
 def up_to_date(out_dir, run):
     """Whether out_dir/results.json is a finished run of exactly this model, data and settings."""
     results_path = os.path.join(out_dir, "results.json")
@@ -507,10 +732,13 @@ def up_to_date(out_dir, run):
         return json.load(f).get("run") == run
 
 
-def write_outputs(out_dir, args, run, users, scores, log, trained):
-    """scores.jsonl, log.jsonl, results.md and, last, results.json (its presence means the model is finished), in
-    evaluate.py's formats: the metrics with intervals and the paired difference from random."""
+def write_outputs(out_dir, args, run, users, scores, log, trained, model):
+    """model.pt (the selected weights), scores.jsonl, log.jsonl, results.md and, last, results.json (its presence
+    means the model is finished), in evaluate.py's formats: the metrics with intervals and the paired difference
+    from random."""
     name = run["model"]
+    torch.save(model.state_dict(), os.path.join(out_dir, "model.pt.tmp"))
+    os.replace(os.path.join(out_dir, "model.pt.tmp"), os.path.join(out_dir, "model.pt"))
     data.write_atomic(os.path.join(out_dir, "scores.jsonl"), [json.dumps(
         {"user": u["user"], "candidates": [u["target"]] + u["negatives"], "p": [float(x) for x in row]})
         for u, row in zip(data.load_split(args.data, args.split), scores)])
@@ -554,22 +782,32 @@ def main(argv=None):
 
     # what makes two runs of a model the same: reused only when all of it matches
     hashes = {s: evaluate.data_hash(args.data, s) for s in ("train", "val", args.split)}
-    settings = {k: v for k, v in config.items() if k not in ("data", "out", "models", "encoder_batch_size")}
+    settings = {k: v for k, v in config.items()
+                if k not in ("data", "out", "models", "encoder_batch_size", "full_ranking", "full_ranking_budget")}
     for name in names:
         out_dir = os.path.join(args.out, name)
-        run = {"model": name, "settings": settings, "data_hashes": hashes}
-        if up_to_date(out_dir, run):
+        run = {"model": name, "recipe": RECIPE, "settings": settings, "data_hashes": hashes}
+        weights = os.path.join(out_dir, "model.pt")
+        finished = up_to_date(out_dir, run)
+        if finished and not (args.full_ranking and not full_up_to_date(out_dir, run)):
             print(f"[{name}] up to date: {os.path.join(out_dir, 'results.json')}", flush=True)
             continue
-        os.makedirs(out_dir, exist_ok=True)
-        model, log, trained = train_model(name, args, text, examples, val_users, device)
-        t1 = time.time()
-        scores = score_users(model, users, device)
-        trained.update(score_seconds=time.time() - t1, device=str(device))
-        write_outputs(out_dir, args, run, users, scores, log, trained)
-        print(f"[{name}] wrote {out_dir}/scores.jsonl, results.json "
-              f"({trained['train_seconds'] + trained['score_seconds']:.1f} s)", flush=True)
-
+        if finished and os.path.isfile(weights):  # only the full ranking is missing: no need to train again
+            print(f"[{name}] up to date: {os.path.join(out_dir, 'results.json')}; ranking the whole catalogue with "
+                  f"its selected weights, {weights}", flush=True)
+            model = MODELS[name](text, args.hidden, args.dropout).to(device)
+            model.load_state_dict(torch.load(weights, map_location=device))
+        else:
+            os.makedirs(out_dir, exist_ok=True)
+            model, log, trained = train_model(name, args, text, examples, val_users, device)
+            t1 = time.time()
+            scores = score_users(model, users, device)
+            trained.update(score_seconds=time.time() - t1, device=str(device))
+            write_outputs(out_dir, args, run, users, scores, log, trained, model)
+            print(f"[{name}] wrote {out_dir}/scores.jsonl, results.json "
+                  f"({trained['train_seconds'] + trained['score_seconds']:.1f} s)", flush=True)
+        if args.full_ranking:
+            write_full_ranking(out_dir, args, run, model, users, len(items), device)
 
 if __name__ == "__main__":
     main()
