@@ -312,6 +312,8 @@ def test_full_ranks_on_a_tiny_catalogue_by_hand():
             [[0, 1, 4], [1, 0, 0], [3, 3, 4]]
     finally:
         baselines.FULL_RANKING_PAIRS = pairs
+    with pytest.raises(baselines.OverBudget):  # the time so far, projected to all users, is over the budget
+        baselines.full_ranks(FixedDot(values), users, 6, "cpu", batch_size=2, budget=-1)
     # evaluate.py's metrics of these ranks: A's target is at rank 1 or 2, B's at 2, C's at 5
     m = evaluate.rank_metrics(above, tied, negatives, (1, 3), ranks_up_to=5)
     assert m["Recall@1"].tolist() == [0.5, 0.0, 0.0] and m["Recall@3"].tolist() == [1.0, 1.0, 0.0]
