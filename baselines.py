@@ -442,16 +442,6 @@ def catalogue_scores(model, history, vectors, chunk):
                       for s in starts], 1)
 
 
-def catalogue_ranks(scores, history, target):
-    """(above, tied, negatives) per row of [B, 1 + N] scores: how many items that are neither the target, nor in the
-    history (right-padded with 0), nor padding score higher than the target, how many exactly the same, and how
-    many such items there are."""
-    allowed = torch.ones_like(scores, dtype=torch.bool).scatter_(1, history, False).scatter_(1, target[:, None], False)
-    allowed[:, 0] = False
-    own = scores.gather(1, target[:, None])
-    return (((scores > own) & allowed).sum(1), ((scores == own) & allowed).sum(1), allowed.sum(1))
-
-
 def chunk_size(model, batch_size, n_items):
     """Items scored per call: all of them for a dot-product model (one [B, N] product), else PAIRS // batch_size,
     so that a per-(user, candidate) network's activations stay bounded."""
@@ -483,8 +473,9 @@ class OverBudget(Exception):
 
 def full_ranks(model, users, n_items, device, batch_size=64, budget=math.inf):
     """(above, tied, negatives) arrays, one value per user, of each user's target against items 1..n_items but the
-    user's distinct history items (and the target itself). After each batch of users the time so far is projected
-    to all of them: over `budget` seconds (a machine busier than when the cost was first estimated), OverBudget."""
+    user's history items and the target itself (evaluate.catalogue_counts). After each batch of users the time so far
+    is projected to all of them: over `budget` seconds (a machine busier than when the cost was first estimated),
+    OverBudget."""
     model.eval()
     out, t0 = [], time.time()
     with torch.no_grad():
@@ -494,13 +485,13 @@ def full_ranks(model, users, n_items, device, batch_size=64, budget=math.inf):
         for start in range(0, len(users), batch_size):
             part = users[start:start + batch_size]
             history = padded([u["history"] for u in part]).to(device)
-            target = torch.tensor([u["target"] for u in part], device=device)
-            out.append(torch.stack(catalogue_ranks(catalogue_scores(model, history, vectors, chunk), history,
-                                                   target), 1).cpu())
+            scores = catalogue_scores(model, history, vectors, chunk).cpu().numpy()  # [B, 1 + N]: 0 is padding
+            out += [evaluate.catalogue_counts(row, u["target"], [0] + list(u["history"]))
+                    for u, row in zip(part, scores)]
             projected = (time.time() - t0) * len(users) / (start + len(part))
             if projected > budget:
                 raise OverBudget(projected)
-    return tuple(np.asarray(column) for column in torch.cat(out).T.numpy())
+    return tuple(np.array(column) for column in zip(*out))
 
 
 def full_up_to_date(out_dir, run):

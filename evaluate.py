@@ -240,22 +240,25 @@ def summary_tfidf_scores(users, items, summaries, summaries_path="the summaries 
 FULL_KS = (10, 20, 50)
 
 
+def catalogue_counts(row, target, excluded):
+    """(above, tied, negatives) of one user's scores of the whole catalogue: of the items that are neither the
+    target (an index into row) nor among `excluded` (indices: the user's history; repeats are fine), how many score
+    higher than the target, how many exactly the same, and how many there are. The one counting rule of full
+    ranking, here and in baselines.py --full-ranking."""
+    allowed = np.ones(len(row), dtype=bool)
+    allowed[np.asarray(excluded, dtype=np.int64)] = False
+    allowed[target] = False
+    others = row[allowed]
+    return int((others > row[target]).sum()), int((others == row[target]).sum()), int(allowed.sum())
+
+
 def full_ranks(users, items, rows):
-    """(above, tied, negatives), one value per user: how many of the items that are neither the target nor in the
-    user's history score higher than the target, how many the same, and how many there are. rows: each user's
-    scores of every item, in items.jsonl's order."""
+    """(above, tied, negatives) arrays, one value per user (catalogue_counts). rows: each user's scores of every
+    item, in items.jsonl's order."""
     index = {item: j for j, item in enumerate(items)}
-    above, tied, negatives = [], [], []
-    for u, row in zip(users, rows):
-        allowed = np.ones(len(items), dtype=bool)
-        allowed[[index[i] for i in u["history"]]] = False
-        target = index[u["target"]]
-        allowed[target] = False
-        others = row[allowed]
-        above.append(int((others > row[target]).sum()))
-        tied.append(int((others == row[target]).sum()))
-        negatives.append(int(allowed.sum()))
-    return np.array(above), np.array(tied), np.array(negatives)
+    counts = [catalogue_counts(row, index[u["target"]], [index[i] for i in u["history"]])
+              for u, row in zip(users, rows)]
+    return tuple(np.array(column) for column in zip(*counts))
 
 
 def cosine_rows(items, vector, queries):
