@@ -4,6 +4,7 @@ Table 2-style table and its plot.
 $ python trsr.py                                  # generated MIND sample, every stage, one table
 $ python trsr.py --preset cpu                     # 200 training users at 1:10, 100 test users: where it learns
 $ python trsr.py --preset cpu --eval-negatives popular   # negatives that popularity alone cannot rank below
+$ python trsr.py --preset cpu --eval-negatives uniform,popular   # the same recommenders under both, two tables
 $ python trsr.py --dataset amazon --recent 0,1,3,5
 $ python trsr.py --paradigms hierarchical,recurrent,flat     # once flat is in summarize.PARADIGMS (README)
 $ python trsr.py --preset paper --raw MINDlarge_train --summarizer upstage/llama-30b-instruct-2048 \
@@ -80,9 +81,11 @@ def pipeline_parser():
     parser.add_argument("--users", type=int, help="override the preset: users of the generated sample (Amazon-M2: "
                         "about this many users, from 80 times as many sessions)")
     parser.add_argument("--split", help="override the preset: train,val,test users, e.g. 60,10,30")
-    parser.add_argument("--eval-negatives", default="uniform", choices=["uniform", "popular"],
-                        help="the test users' 20 negatives: uniform (the paper's) or popularity-weighted (data.py); "
-                             "popular runs go to their own folder, runs/<preset>-<dataset>-popular")
+    parser.add_argument("--eval-negatives", default="uniform",
+                        help="the test users' 20 negatives: uniform (the paper's) or popular (popularity-weighted, "
+                             "data.py), or both as uniform,popular: the same trained models scored under each, one "
+                             "table each (the first one's in table/, the other's in table-popular/); popular alone "
+                             "runs in its own folder, runs/<preset>-<dataset>-popular")
     parser.add_argument("--seed", type=int, default=0)
     return parser
 
@@ -132,8 +135,12 @@ def pipeline(argv=None):
         preset["split"] = tuple(int(n) for n in args.split.split(","))
     if args.preset == "paper" and not args.raw:
         raise SystemExit("--preset paper needs the real files: --raw FOLDER")
-    protocol = [] if args.eval_negatives == "uniform" else ["--eval-negatives", args.eval_negatives]
-    out = args.out or os.path.join("runs", f"{args.preset}-{args.dataset}" + ("-popular" if protocol else ""))
+    protocols = args.eval_negatives.split(",")
+    if not protocols or set(protocols) - {"uniform", "popular"} or len(set(protocols)) < len(protocols):
+        raise SystemExit(f"--eval-negatives {args.eval_negatives}: expected uniform, popular or a list of both")
+    suffix = {p: "" if p == protocols[0] else f"-{p}" for p in protocols}  # the first protocol's folders have none
+    out = args.out or os.path.join("runs", f"{args.preset}-{args.dataset}" + ("-popular" if protocols == ["popular"]
+                                                                              else ""))
     paradigms, recents = args.paradigms.split(","), [int(r) for r in args.recent.split(",")]
     main_recent = 3 if 3 in recents else recents[0]  # the others' rows are named "(recent N)"
     py = [sys.executable]
@@ -146,13 +153,15 @@ def pipeline(argv=None):
         n = preset["users"] * (80 if args.dataset == "amazon" else 1)
         stages.run("generate", py + ["generate.py", args.dataset, "--out", raw, "--users", str(n),
                                      "--seed", str(args.seed)], raw)
-    data_dir = os.path.join(out, "data")
     n_train, n_val, n_test = preset["split"]
-    stages.run("data", py + ["data.py", "--dataset", args.dataset, "--raw", raw, "--out", data_dir,
-                             "--seed", str(args.seed), "--n-train", str(n_train), "--n-val", str(n_val),
-                             "--n-test", str(n_test)] + preset["data"] + protocol,
-               data_dir, after=[] if args.raw else ["generate"])
-    evals = []  # (stage, evaluate.py folder) of each LLM row, in the table's order
+    data_dirs = {p: os.path.join(out, "data" + suffix[p]) for p in protocols}
+    for p in protocols:  # the same users and training negatives in each build; only the eval users' negatives differ
+        stages.run("data" + suffix[p], py + [
+            "data.py", "--dataset", args.dataset, "--raw", raw, "--out", data_dirs[p], "--seed", str(args.seed),
+            "--n-train", str(n_train), "--n-val", str(n_val), "--n-test", str(n_test)] + preset["data"] + (
+            [] if p == "uniform" else ["--eval-negatives", p]), data_dirs[p], after=[] if args.raw else ["generate"])
+    data_dir = data_dirs[protocols[0]]  # what the summarizer and the recommenders read
+    rows = []  # each LLM row, in the table's order: (tag, the stage it needs, evaluate.py's flags around --split)
     for paradigm in paradigms:
         summaries = os.path.join(out, f"summaries-{paradigm}.jsonl")
         stages.run(f"summarize-{paradigm}", launch + [
@@ -161,47 +170,50 @@ def pipeline(argv=None):
             summaries, after=["data"])
         for recent in recents:
             tag = f"{paradigm}-recent{recent}"
-            rec, ev = os.path.join(out, f"rec-{tag}"), os.path.join(out, f"eval-{tag}")
+            rec = os.path.join(out, f"rec-{tag}")
             stages.run(f"train-{tag}", launch + [
                 "train.py", "--data", data_dir, "--summaries", summaries, "--out", rec, "--model", args.model,
                 "--recent", str(recent), "--seed", str(args.seed)] + preset["train"],
                 rec, resume=(os.path.join(rec, "last"), "--resume"), after=[f"summarize-{paradigm}"])
-            stages.run(f"eval-{tag}", launch + [
-                "evaluate.py", "--data", data_dir, "--summaries", summaries, "--adapter", rec, "--split", "test",
-                "--out", ev, "--name", row_name(paradigm, recent, main_recent)], ev, after=[f"train-{tag}"])
-            evals.append((f"eval-{tag}", ev))
-    rec, ev = os.path.join(out, "rec-tallrec"), os.path.join(out, "eval-tallrec")
+            rows.append((tag, f"train-{tag}", ["--summaries", summaries, "--adapter", rec],
+                         ["--name", row_name(paradigm, recent, main_recent)]))
+    rec = os.path.join(out, "rec-tallrec")
     stages.run("train-tallrec", launch + ["train.py", "--data", data_dir, "--out", rec, "--model", args.model,
                                           "--tallrec", "--seed", str(args.seed)] + preset["train"],
                rec, resume=(os.path.join(rec, "last"), "--resume"), after=["data"])
-    stages.run("eval-tallrec", launch + ["evaluate.py", "--data", data_dir, "--adapter", rec, "--split", "test",
-                                         "--out", ev, "--name", "TALLRec mode"], ev, after=["train-tallrec"])
-    evals.append(("eval-tallrec", ev))
-    ev = os.path.join(out, "eval-zero-shot")  # the base model, with the first paradigm's summaries in its prompt
-    stages.run("eval-zero-shot", launch + [
-        "evaluate.py", "--data", data_dir, "--summaries", os.path.join(out, f"summaries-{paradigms[0]}.jsonl"),
-        "--model", args.model, "--split", "test", "--out", ev, "--name", "zero-shot", "--recent", str(main_recent)],
-        ev, after=[f"summarize-{paradigms[0]}"])
-    evals.append(("eval-zero-shot", ev))
-    conventional = os.path.join(out, "baselines")  # trained on the same users, ranking the same candidates
-    stages.run("baselines", py + ["baselines.py", "--data", data_dir, "--out", conventional,
-                                  "--models", ",".join(CONVENTIONAL), "--seed", str(args.seed)],
-               conventional, after=["data"])
-    table = os.path.join(out, "table")
+    rows.append(("tallrec", "train-tallrec", ["--adapter", rec], ["--name", "TALLRec mode"]))
+    # the base model, with the first paradigm's summaries in its prompt
+    rows.append(("zero-shot", f"summarize-{paradigms[0]}", [
+        "--summaries", os.path.join(out, f"summaries-{paradigms[0]}.jsonl"), "--model", args.model],
+        ["--name", "zero-shot", "--recent", str(main_recent)]))
     # the summary probes: each paradigm's summaries ranked against the candidates by TF-IDF alone, no LLM
     probes = [f"{p}={os.path.join(out, f'summaries-{p}.jsonl')}" for p in paradigms]
-    stages.run("table", py + ["evaluate.py", "--data", data_dir, "--split", "test", "--out", table, "--baselines-only",
-                              "--probe-summaries"] + probes + [
-                              "--include"] + [ev for _, ev in evals] + [os.path.join(conventional, m)
-                                                                         for m in CONVENTIONAL],
-               table, after=[stage for stage, _ in evals] + ["baselines"])
 
-    with open(os.path.join(table, "results.json")) as f:
-        results = json.load(f)
-    plot_results(results, os.path.join(out, "results.png"))
-    if len(recents) > 1:
-        plot_recent(results, paradigms, recents, main_recent, os.path.join(out, "recent.png"))
-    print(f"\n{open(os.path.join(table, 'results.md')).read()}")
+    for p in protocols:  # each protocol's candidates scored by the same trained models: one table each
+        s, after_data = suffix[p], [f"data{suffix[p]}"] if suffix[p] else []
+        evals = []  # evaluate.py's folders of the LLM rows
+        for tag, needs, before, name in rows:
+            ev = os.path.join(out, f"eval-{tag}{s}")
+            stages.run(f"eval-{tag}{s}", launch + ["evaluate.py", "--data", data_dirs[p]] + before + [
+                "--split", "test", "--out", ev] + name, ev, after=[needs] + after_data)
+            evals.append(ev)
+        conventional = os.path.join(out, "baselines" + s)  # trained on the same users, ranking the same candidates
+        stages.run("baselines" + s, py + ["baselines.py", "--data", data_dirs[p], "--out", conventional,
+                                          "--models", ",".join(CONVENTIONAL), "--seed", str(args.seed)],
+                   conventional, after=["data" + s])
+        table = os.path.join(out, "table" + s)
+        stages.run("table" + s, py + [
+            "evaluate.py", "--data", data_dirs[p], "--split", "test", "--out", table, "--baselines-only",
+            "--probe-summaries"] + probes + ["--include"] + evals + [os.path.join(conventional, m)
+                                                                     for m in CONVENTIONAL],
+            table, after=[f"eval-{tag}{s}" for tag, *_ in rows] + ["baselines" + s])
+
+        with open(os.path.join(table, "results.json")) as f:
+            results = json.load(f)
+        plot_results(results, os.path.join(out, f"results{s}.png"))
+        if len(recents) > 1:
+            plot_recent(results, paradigms, recents, main_recent, os.path.join(out, f"recent{s}.png"))
+        print(f"\n{p} negatives:\n{open(os.path.join(table, 'results.md')).read()}")
     print(f"trsr: {args.preset} preset on {args.dataset} in {time.time() - t_start:.0f} s (stages run now: "
           f"{stages.seconds}); everything is in {out}/")
 

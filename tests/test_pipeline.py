@@ -1,5 +1,5 @@
 """trsr.py end to end with a tiny random model: every stage runs, the table and the plot come out, the log
-is clean, and a second run reuses every finished stage."""
+is clean, a second run reuses every finished stage, and a third adds popular negatives' table beside it."""
 import json
 
 import trsr
@@ -28,3 +28,16 @@ def test_pipeline_runs_every_stage_once_and_reuses_them(tmp_path, capfd):
     trsr.pipeline(argv)
     out = capfd.readouterr().out
     assert " $ " not in out and out.count("up to date") == 13
+    # both protocols: the same trained models scored on a second build whose test negatives are popularity-drawn;
+    # only that build, its scoring, its baselines and its table run
+    trsr.pipeline(argv + ["--eval-negatives", "uniform,popular"])
+    out = capfd.readouterr().out
+    ran = [line.split("]")[0][1:] for line in out.splitlines() if " $ " in line]
+    assert ran == ["data-popular", "eval-hierarchical-recent3-popular", "eval-recurrent-recent3-popular",
+                   "eval-tallrec-popular", "eval-zero-shot-popular", "baselines-popular", "table-popular"], ran
+    assert out.count("up to date") == 13
+    with open(tmp_path / "run" / "table-popular" / "results.json") as f:
+        popular = json.load(f)
+    assert list(popular["methods"]) == list(results["methods"]) and popular["users"] == 4
+    assert popular["data_hash"] != results["data_hash"]  # other candidates for the same users
+    assert (tmp_path / "run" / "results-popular.png").stat().st_size > 10_000
