@@ -41,20 +41,24 @@ from llm import DEFAULT_MODEL
 # prompts at 1:1 (default) or 22 at 1:10 (cpu), an optimizer step is 2 users. The summarizer runs 32 users in
 # lockstep: the default preset's hierarchical stage took 95 s in batches of 32 prompts against 111 s in batches
 # of 16, on 2 cores, with the same summaries.
+# The cpu preset runs its models in bf16 (the paper's dtype on GPUs): on a CPU with native bf16 matmuls (AVX512-BF16
+# or AMX), measured on the AMD EPYC of the README, a training step takes 1/1.57 of fp32's time, a forward 1/1.5
+# and summarizing 1/1.37; scores are read from fp32 logits all the same (llm.fp32_logits). On a CPU without them
+# bf16 is emulated and slower than fp32: pass --dtype float32 there.
 CPU_TRAINING = ["--epochs", "1", "--loss", "answer", "--lr", "1e-3", "--batch-size", "1"]
 CPU_SUMMARIES = ["--max-new-tokens", "32", "--splits", "train,test", "--batch-size", "32"]
 PRESETS = {
     # every stage for real on a small sample, in minutes; its numbers are mostly noise
     "default": {"users": 200, "split": (20, 0, 10), "data": [], "summarize": CPU_SUMMARIES,
-                "train": CPU_TRAINING + ["--grad-accum", "4"]},
+                "train": CPU_TRAINING + ["--grad-accum", "4"], "dtype": "auto"},
     # ten times the default's training users, each with 10 negatives (a negative is cheap next to a summarized
     # user: it adds a ~32-token suffix to the shared prefix), and 100 test users for narrower intervals; the
     # setting learned on validation users of another generated sample (docs/learning.png)
     "cpu": {"users": 800, "split": (200, 0, 100), "data": ["--train-negatives", "10"], "summarize": CPU_SUMMARIES,
-            "train": CPU_TRAINING + ["--grad-accum", "22"]},
+            "train": CPU_TRAINING + ["--grad-accum", "22"], "dtype": "bfloat16"},
     # the paper's setting: real data, 10,000 / 1,000 / 1,000 users, every stage at its script's defaults
     # (Llama-2-7b recommender, 8 epochs, accumulation 64); pass --summarizer and --model, and --nproc for GPUs
-    "paper": {"users": 0, "split": (10_000, 1_000, 1_000), "data": [], "summarize": [], "train": []},
+    "paper": {"users": 0, "split": (10_000, 1_000, 1_000), "data": [], "summarize": [], "train": [], "dtype": "auto"},
 }
 CONVENTIONAL = list(baselines.MODELS)  # Table 2's conventional models, in its order
 HERE = os.path.dirname(os.path.abspath(__file__))  # the stage scripts' folder
@@ -77,6 +81,9 @@ def pipeline_parser():
                              "summaries also serve the zero-shot row")
     parser.add_argument("--recent", default="3", help="recent items in the prompt; a list such as 0,1,3,5 trains one "
                         "recommender per value and plots the paper's Figure 9")
+    parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16"],
+                        help="the summarizer's and the recommender's dtype in every LLM stage (default: the preset's; "
+                             "auto is bf16 on GPUs and fp32 on CPUs, the cpu preset's bfloat16)")
     parser.add_argument("--nproc", type=int, default=1, help="processes per stage (torchrun), e.g. the GPUs of a node")
     parser.add_argument("--users", type=int, help="override the preset: users of the generated sample (Amazon-M2: "
                         "about this many users, from 80 times as many sessions)")
@@ -133,6 +140,8 @@ def pipeline(argv=None):
         preset["users"] = args.users
     if args.split:
         preset["split"] = tuple(int(n) for n in args.split.split(","))
+    dtype = args.dtype or preset["dtype"]
+    llm_flags = [] if dtype == "auto" else ["--dtype", dtype]  # what every stage that loads an LLM gets
     if args.preset == "paper" and not args.raw:
         raise SystemExit("--preset paper needs the real files: --raw FOLDER")
     protocols = args.eval_negatives.split(",")
@@ -166,20 +175,20 @@ def pipeline(argv=None):
         summaries = os.path.join(out, f"summaries-{paradigm}.jsonl")
         stages.run(f"summarize-{paradigm}", launch + [
             "summarize.py", "--data", data_dir, "--paradigm", paradigm, "--out", summaries, "--model", args.summarizer,
-            "--quantize", args.summarizer_quantize, "--seed", str(args.seed)] + preset["summarize"],
+            "--quantize", args.summarizer_quantize, "--seed", str(args.seed)] + preset["summarize"] + llm_flags,
             summaries, after=["data"])
         for recent in recents:
             tag = f"{paradigm}-recent{recent}"
             rec = os.path.join(out, f"rec-{tag}")
             stages.run(f"train-{tag}", launch + [
                 "train.py", "--data", data_dir, "--summaries", summaries, "--out", rec, "--model", args.model,
-                "--recent", str(recent), "--seed", str(args.seed)] + preset["train"],
+                "--recent", str(recent), "--seed", str(args.seed)] + preset["train"] + llm_flags,
                 rec, resume=(os.path.join(rec, "last"), "--resume"), after=[f"summarize-{paradigm}"])
             rows.append((tag, f"train-{tag}", ["--summaries", summaries, "--adapter", rec],
                          ["--name", row_name(paradigm, recent, main_recent)]))
     rec = os.path.join(out, "rec-tallrec")
     stages.run("train-tallrec", launch + ["train.py", "--data", data_dir, "--out", rec, "--model", args.model,
-                                          "--tallrec", "--seed", str(args.seed)] + preset["train"],
+                                          "--tallrec", "--seed", str(args.seed)] + preset["train"] + llm_flags,
                rec, resume=(os.path.join(rec, "last"), "--resume"), after=["data"])
     rows.append(("tallrec", "train-tallrec", ["--adapter", rec], ["--name", "TALLRec mode"]))
     # the base model, with the first paradigm's summaries in its prompt
@@ -195,7 +204,7 @@ def pipeline(argv=None):
         for tag, needs, before, name in rows:
             ev = os.path.join(out, f"eval-{tag}{s}")
             stages.run(f"eval-{tag}{s}", launch + ["evaluate.py", "--data", data_dirs[p]] + before + [
-                "--split", "test", "--out", ev] + name, ev, after=[needs] + after_data)
+                "--split", "test", "--out", ev] + name + llm_flags, ev, after=[needs] + after_data)
             evals.append(ev)
         conventional = os.path.join(out, "baselines" + s)  # trained on the same users, ranking the same candidates
         stages.run("baselines" + s, py + ["baselines.py", "--data", data_dirs[p], "--out", conventional,

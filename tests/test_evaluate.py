@@ -9,6 +9,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+import torch
 
 import data
 import evaluate
@@ -188,6 +189,34 @@ def test_shared_prefix_scores_equal_one_prompt_per_candidate(setup):
     slow_lora = llm.score_candidates(peft_model, tokenizer, prefix, suffixes, yes_no, prefix_cache=False)
     assert np.max(np.abs(np.array(fast_lora) - np.array(slow_lora))) < 1e-4
     assert np.max(np.abs(np.array(fast_lora) - np.array(fast))) > 1e-6
+
+
+def test_a_bf16_model_is_scored_from_fp32_logits_of_yes_and_no(setup):
+    """A bf16 head rounds every logit to bf16; inside fp32_logits the Yes and No logits are the fp32 product of the
+    model's own (bf16) last hidden state and head rows, the other logits stay bf16's, and the head is itself again
+    after. An fp32 model is left alone."""
+    root, model_dir = setup
+    tokenizer = llm.load_tokenizer(model_dir)
+    yes_no = list(llm.answer_token_ids(tokenizer))
+    model = llm.load_model(model_dir, dtype="bfloat16", device="cpu").eval()
+    head = model.get_output_embeddings()
+    ids = torch.tensor([tokenizer("Category: sports; Title: The team wins again. Yes or No?")["input_ids"]])
+    with torch.no_grad():
+        out = model(input_ids=ids, output_hidden_states=True)
+        last = out.hidden_states[-1][0]  # after the final norm, in bf16: what the head reads
+        assert out.logits.dtype == torch.bfloat16
+        with llm.fp32_logits(model, yes_no):
+            logits = model(input_ids=ids).logits[0]
+        assert logits.dtype == torch.float32
+        expected = last.float() @ head.weight[yes_no].float().T
+        assert torch.allclose(logits[:, yes_no], expected, rtol=0, atol=1e-5)
+        assert not torch.equal(logits[:, yes_no], logits[:, yes_no].bfloat16().float())  # finer than bf16's steps
+        others = [i for i in range(logits.shape[1]) if i not in yes_no]
+        assert torch.equal(logits[:, others], out.logits[0][:, others].float())
+        assert "forward" not in vars(head) and model(input_ids=ids).logits.dtype == torch.bfloat16
+        fp32 = llm.load_model(model_dir, dtype="float32", device="cpu").eval()
+        with llm.fp32_logits(fp32, yes_no):
+            assert "forward" not in vars(fp32.get_output_embeddings())
 
 
 def run_eval(root, model_dir, out, *extra):

@@ -41,3 +41,33 @@ def test_pipeline_runs_every_stage_once_and_reuses_them(tmp_path, capfd):
     assert list(popular["methods"]) == list(results["methods"]) and popular["users"] == 4
     assert popular["data_hash"] != results["data_hash"]  # other candidates for the same users
     assert (tmp_path / "run" / "results-popular.png").stat().st_size > 10_000
+
+
+def test_the_cpu_preset_runs_every_llm_stage_in_bf16(tmp_path, monkeypatch):
+    """The cpu preset passes --dtype bfloat16 to each stage that loads an LLM (summarize, train, evaluate) and to
+    no other; --dtype overrides it, and the default preset passes none (auto: fp32 on CPUs, bf16 on GPUs)."""
+    class Stop(Exception):
+        pass
+
+    def commands(argv):
+        seen = {}
+
+        def run(self, name, cmd, output, after=(), resume=None):
+            if name == "table":
+                raise Stop
+            seen[name] = cmd
+        monkeypatch.setattr(trsr.Stages, "run", run)
+        try:
+            trsr.pipeline(argv + ["--out", str(tmp_path / "run")])
+        except Stop:
+            pass
+        return seen
+
+    seen = commands(["--preset", "cpu"])
+    llm_stages = [n for n in seen if n.split("-")[0] in ("summarize", "train", "eval")]
+    assert len(llm_stages) == 2 + 3 + 4, seen.keys()
+    for name, cmd in seen.items():
+        flags = " ".join(cmd)
+        assert ("--dtype bfloat16" in flags) == (name in llm_stages), (name, flags)
+    assert all("--dtype float32" in " ".join(commands(["--preset", "cpu", "--dtype", "float32"])[n]) for n in llm_stages)
+    assert not any("--dtype" in " ".join(cmd) for cmd in commands([]).values())
