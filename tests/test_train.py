@@ -195,10 +195,10 @@ def test_answer_tokens_fail_clearly_when_not_single_tokens(tokenizer):
 
 # ---- train.py ----
 
-def run_train(out, data_dir, summaries, model, *extra, nproc=1, check=True):
+def run_train(out, data_dir, summaries, model, *extra, nproc=1, check=True, script="train.py"):
     base = ["--data", data_dir, "--summaries", summaries, "--out", str(out), "--model", model,
             "--grad-accum", "4", "--batch-size", "1", "--lr", "1e-2", "--lora-dropout", "0", "--seed", "1"]
-    cmd = ([TORCHRUN, "--standalone", "--nproc_per_node", str(nproc)] if nproc > 1 else [PYTHON]) + ["train.py"]
+    cmd = ([TORCHRUN, "--standalone", "--nproc_per_node", str(nproc)] if nproc > 1 else [PYTHON]) + [script]
     result = subprocess.run(cmd + base + list(extra), cwd=ROOT, capture_output=True, text=True, timeout=600,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     if check and result.returncode != 0:
@@ -439,15 +439,40 @@ def test_activation_checkpointing_changes_no_loss(setup, full_run, two_run):
     assert refused.returncode != 0 and "--grad-checkpoint needs --per-prompt" in refused.stderr
 
 
+LORA_DTYPES = """
+import json, os, runpy, sys
+import torch
+sys.path.insert(0, {root!r})
+from peft.tuners.lora import Linear as LoraLinear
+seen = set()  # the dtype of the LoRA weights each LoRA layer computes with
+def record(module, args):
+    if isinstance(module, LoraLinear):
+        seen.add(str(module.lora_A["default"].weight.dtype))
+torch.nn.modules.module.register_module_forward_pre_hook(record)
+sys.argv = ["train.py"] + sys.argv[1:]
+try:
+    runpy.run_path(os.path.join({root!r}, "train.py"), run_name="__main__")
+finally:
+    with open(os.path.join(sys.argv[sys.argv.index("--out") + 1], f"lora-dtypes-{{os.environ['RANK']}}.json"), "w") as f:
+        json.dump(sorted(seen), f)
+"""
+
+
 def test_bf16_under_two_processes_is_the_gpu_path(setup, full_run):
     """What a GPU runs, on CPU: bf16 base weights with LoRA weights in fp32 (peft keeps adapters in fp32),
-    both in one FSDP2 unit, then the adapter scored by evaluate.py in bf16. Losses and scores follow fp32's
+    both in one FSDP2 unit that gathers them in bf16 for the forward and backward (mixed precision, so LoRA's
+    saved activations are bf16), then the adapter scored by evaluate.py in bf16. Losses and scores follow fp32's
     within bf16's precision; the saved adapter is fp32."""
     root, data_dir, summaries, model = setup
     out = root / "bf16-two"
-    result = run_train(out, data_dir, summaries, model, "--epochs", "2", "--dtype", "bfloat16", nproc=2)
+    wrapper = root / "lora_dtypes_train.py"
+    wrapper.write_text(LORA_DTYPES.format(root=ROOT))
+    result = run_train(out, data_dir, summaries, model, "--epochs", "2", "--dtype", "bfloat16", nproc=2,
+                       script=str(wrapper))
     assert "dtype bfloat16" in result.stdout
     assert losses(out) == pytest.approx(losses(full_run[0]), rel=2e-2)
+    for rank in (0, 1):
+        assert json.load(open(out / f"lora-dtypes-{rank}.json")) == ["torch.bfloat16"]
     trained = adapter(out / "epoch_2")
     assert {t.dtype for t in trained.values()} == {torch.float32}
     assert any(t.abs().sum() > 0 for k, t in trained.items() if "lora_B" in k)
