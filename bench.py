@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -188,6 +189,42 @@ def bench_summarize_cache(args):
                          f"{seconds[name]:.1f} vs {seconds['plain']:.1f} s for {len(texts)} prompts of ~{mean:.0f} tokens "
                          f"({head} shared), {tokens} new tokens; same output: {same[name]}"])
     return {**result, "format": fmt, "rows": rows}
+
+def bench_summarize_continuous(args):
+    """summarize.generate's lockstep batch (the rows' shared head once, a growing cache, every row decoded until
+    the longest stops) against transformers' continuous batching (model.generate_batch: a paged cache, each
+    finished row's slot refilled at once), the same 32 block prompts, greedy, 32 new tokens (the presets'
+    setting), each the faster of two runs; and how many of the 32 outputs are the same text."""
+    import summarize
+    blocks, tokenizer, model, fmt, special_tokens = summarizer_and_blocks(args, 32)
+    texts = [prompts.render_frame(prompts.render_block("news", b[0]), fmt, tokenizer) for b in blocks]
+    config = summarize.generation_config(model, tokenizer, 32, fmt)
+    ids = [tokenizer(t, add_special_tokens=special_tokens)["input_ids"] for t in texts]
+    stop = set(config.eos_token_id)
+
+    def continuous():
+        out = model.generate_batch(inputs=ids, generation_config=config, progress_bar=False)
+        rows = [out[k].generated_tokens for k in sorted(out, key=lambda k: int(k.rsplit("_", 1)[1]))]
+        rows = [row[:next((j for j, t in enumerate(row) if t in stop), len(row))] for row in rows]
+        return [tokenizer.decode(row) for row in rows], [len(row) for row in rows]
+
+    def lockstep():
+        return summarize.generate(model, tokenizer, texts, config, special_tokens)
+
+    outputs, seconds = {}, {}
+    for _ in range(2):  # the faster of two runs: the machine's noise only ever slows a run down
+        for name, run in (("lockstep", lockstep), ("continuous", continuous)):
+            t0 = time.time()
+            outputs[name] = run()
+            seconds[name] = min(seconds.get(name, float("inf")), time.time() - t0)
+    same = sum(a == b for a, b in zip(outputs["lockstep"][0], outputs["continuous"][0]))
+    tokens = {name: sum(o[1]) for name, o in outputs.items()}
+    ratio = seconds["continuous"] / seconds["lockstep"]
+    return {"seconds": {k: round(v, 2) for k, v in seconds.items()}, "tokens": tokens, "same_output": same,
+            "prompts": len(texts),
+            "rows": [["summarize: continuous batching (generate_batch) vs lockstep", f"{ratio:.2f}x the time",
+                      f"{seconds['continuous']:.1f} vs {seconds['lockstep']:.1f} s for {len(texts)} block prompts, "
+                      f"{tokens['continuous']} vs {tokens['lockstep']} new tokens; same text {same}/{len(texts)}"]]}
 
 # ---- Training ----
 
@@ -477,6 +514,75 @@ def bench_scoring(args):
             "rows": [["scoring: shared prefix vs one prompt per candidate", f"{speedup:.1f}x faster", detail]]}
 
 
+def bench_cpu_bf16(args):
+    """bf16 against fp32 on this CPU, the same work side by side, taking turns: shared-prefix scoring (candidates
+    per second; p from fp32 logits in both, llm.fp32_logits), shared-prefix LoRA training at 1:10 (labelled
+    prompts per second of forward+backward), and summarizing (a lockstep batch of 16 block prompts, 32 new
+    tokens, tokens per second). Where the CPU has native bf16 matmuls (AVX512-BF16, AMX) bf16 is faster; where it
+    has not, bf16 is emulated and slower. Also: how far bf16's p is from fp32's, and the distinct scores per user."""
+    import numpy as np
+    import torch
+    import llm
+    import summarize
+    negatives = 10
+    data_dir, summaries_path = sample_data(args.users + 1, train_negatives=negatives)  # +1: a warm-up user
+    items, summaries = data.load_items(data_dir), data.load_summaries(summaries_path)
+    domain = prompts.DOMAINS[data.load_meta(data_dir)["dataset"]]
+    tokenizer = llm.load_tokenizer(args.model)
+    yes_no = llm.answer_token_ids(tokenizer)
+    test_users = data.load_split(data_dir, "test")[:args.users]
+    to_score = scoring_prompts(tokenizer, test_users, items, summaries)
+    warm_up, *groups = training_groups(tokenizer, data.load_split(data_dir, "train")[:args.users + 1], items,
+                                       summaries, domain, negatives=negatives)
+    users = data.load_split(data_dir, "train")[:16]
+    blocks = [prompts.render_block(domain, [items[i] for i in data.blocks(u["history"])[0]]) for u in users]
+    fmt = "chat" if tokenizer.chat_template else "paper"
+    texts = [prompts.render_frame(b, fmt, tokenizer) for b in blocks]
+    dtypes = ("float32", "bfloat16")
+    models = {d: llm.load_model(args.model, dtype=d, device="cpu").eval() for d in dtypes}
+    torch.manual_seed(0)
+    lora = {d: with_lora(llm.load_model(args.model, dtype=d, device="cpu")).train() for d in dtypes}
+    gen_tokenizer = llm.load_tokenizer(args.model)
+    gen_tokenizer.padding_side = "left"
+    gen_config = {d: summarize.generation_config(models[d], gen_tokenizer, 32, fmt) for d in dtypes}
+    wall = {(w, d): 0.0 for w in ("score", "train", "summarize") for d in dtypes}
+    p, generated = {d: [] for d in dtypes}, {d: 0 for d in dtypes}
+    for d in dtypes:  # each path's shapes once
+        llm.score_candidates(models[d], tokenizer, *to_score[0], yes_no)
+        shared_pass(lora[d], warm_up, tokenizer.pad_token_id)
+        summarize.generate(models[d], gen_tokenizer, texts[:2], summarize.generation_config(models[d], gen_tokenizer,
+                                                                                            2, fmt), fmt == "paper")
+    for i in range(args.users):  # the dtypes take turns at going first
+        for d in dtypes[::1 if i % 2 == 0 else -1]:
+            t0 = time.time()
+            p[d].append(llm.score_candidates(models[d], tokenizer, *to_score[i], yes_no))
+            wall["score", d] += time.time() - t0
+            wall["train", d] += shared_pass(lora[d], groups[i], tokenizer.pad_token_id)[0]
+    for d in dtypes:
+        t0 = time.time()
+        generated[d] = sum(summarize.generate(models[d], gen_tokenizer, texts, gen_config[d], fmt == "paper")[1])
+        wall["summarize", d] = time.time() - t0
+    n_score, n_train = 21 * args.users, (negatives + 1) * args.users
+    rates = {d: {"score_candidates_per_second": n_score / wall["score", d],
+                 "train_prompts_per_second": n_train / wall["train", d],
+                 "summarize_tokens_per_second": generated[d] / wall["summarize", d]} for d in dtypes}
+    speedup = {k: rates["bfloat16"][k] / rates["float32"][k] for k in rates["float32"]}
+    gap = float(np.max(np.abs(np.array(p["bfloat16"]) - np.array(p["float32"]))))
+    distinct = {d: float(np.mean([len(set(row)) for row in p[d]])) for d in dtypes}
+    what = {"score_candidates_per_second": "scoring (shared prefix)", "train_prompts_per_second":
+            f"training (shared prefix, LoRA, 1:{negatives})", "summarize_tokens_per_second":
+            "summarizing (16 block prompts in lockstep, 32 new tokens)"}
+    unit = {"score_candidates_per_second": "candidates/s", "train_prompts_per_second": "prompts/s",
+            "summarize_tokens_per_second": "tokens/s"}
+    rows = [[f"cpu bf16 vs fp32: {what[k]}", f"{speedup[k]:.2f}x",
+             f"{rates['bfloat16'][k]:.1f} vs {rates['float32'][k]:.1f} {unit[k]}"
+             + (f"; max abs Δp {gap:.3f}, distinct p per user {distinct['bfloat16']:.1f} vs "
+                f"{distinct['float32']:.1f} of 21" if k.startswith("score") else "")
+             + f"; {args.users} users" * (not k.startswith("summarize"))] for k in rates["float32"]]
+    return {"rates": rates, "speedup": {k: round(v, 2) for k, v in speedup.items()}, "max_abs_diff_p": gap,
+            "distinct_p_per_user": distinct, "users": args.users, "rows": rows}
+
+
 # ---- Conventional baselines ----
 
 def run_baseline(data_dir, out, model):
@@ -528,20 +634,48 @@ SIZES = {"tiny": (64, 2, 4, 2, 128), "1b": (2048, 16, 16, 16, 5632), "7b": (4096
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "A800": 312.0, "L40": 181.0}  # dense bf16, from the vendors
 
 
-def random_llama(size, tokenizer, device, dtype):
-    """A randomly initialised Llama of one of SIZES, created directly on `device` in `dtype`."""
+LLAMA_VOCAB = 32_000  # Llama-2's vocabulary: the size of the embedding and of the output head
+
+
+def llama_sized_tokenizer(tokenizer, size=LLAMA_VOCAB):
+    """The bundled tokenizer cut to Llama-2's vocabulary size: its first `size` tokens and the BPE merges that
+    make them. A byte-level BPE numbers its tokens in merge order, so what is cut are its rarest merges, and a
+    text splits into about as many tokens as before (a few more). A random Llama of Llama-2's shape then has
+    Llama-2's head, and every stage reads its prompts with the tokenizer saved beside it."""
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+    spec = json.loads(tokenizer.backend_tokenizer.to_str())
+    vocab = {t: i for t, i in spec["model"]["vocab"].items() if i < size}
+    spec["model"]["vocab"] = vocab
+    spec["model"]["merges"] = [m for m in spec["model"]["merges"] if "".join(m) in vocab and all(p in vocab for p in m)]
+    spec["added_tokens"] = [t for t in spec["added_tokens"] if t["id"] < size]
+    special = {k: getattr(tokenizer, k) for k in ("bos_token", "eos_token", "pad_token", "unk_token")
+               if getattr(tokenizer, k) is not None}
+    return PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(json.dumps(spec)),
+                                   chat_template=tokenizer.chat_template, **special)
+
+
+def random_llama_folder(size, tokenizer, dtype):
+    """A randomly initialised Llama of one of SIZES with the tokenizer's vocabulary, saved in `dtype` with that
+    tokenizer to a temporary folder that every stage loads as --model: (folder, parameters)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
     hidden, layers, heads, kv_heads, ffn = SIZES[size]
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers,
                          num_attention_heads=heads, num_key_value_heads=kv_heads, intermediate_size=ffn,
-                         max_position_embeddings=4096, pad_token_id=tokenizer.pad_token_id)
+                         max_position_embeddings=4096, pad_token_id=tokenizer.pad_token_id,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     torch.manual_seed(0)
     torch.set_default_dtype(dtype)
-    with torch.device(device):
+    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):  # built where it fits, then saved
         model = LlamaForCausalLM(config)
     torch.set_default_dtype(torch.float32)
-    return model
+    folder = tempfile.mkdtemp(prefix=f"trsr-bench-llama-{size}-")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    n_params = sum(p.numel() for p in model.parameters())
+    del model
+    return folder, n_params
 
 
 def synchronize(device):
@@ -563,65 +697,101 @@ def scoring_seconds(model, tokenizer, prompts_of, yes_no, device):
     return time.time() - t0
 
 
-def lora_training(model, samples, device):
-    """(tokens, seconds) of LoRA training steps, micro batch 1 and AdamW, over the samples twice: the first pass
-    warms up, the second is timed."""
+def summarizer_rate(folder, tokenizer, texts, quantize):
+    """Generated tokens per second of summarize.generate over one lockstep batch of `texts` (32 new tokens),
+    with the model loaded as summarize.py loads it (--quantize none: bf16 on a GPU; 8bit: bitsandbytes)."""
     import torch
-    model = with_lora(model)
-    model.train()
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    tokens, seconds = 0, 0.0
-    for step, ids in enumerate(samples * 2):
-        ids = torch.tensor([ids], device=device)
-        t0 = time.time()
-        model(input_ids=ids, labels=ids).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        synchronize(device)
-        if step >= len(samples):
-            tokens, seconds = tokens + ids.shape[1], seconds + time.time() - t0
-    return tokens, seconds
+    import llm
+    import summarize
+    model = llm.load_model(folder, quantize=quantize).eval()
+    left = llm.load_tokenizer(folder)
+    left.padding_side = "left"
+    fmt = "chat" if left.chat_template else "paper"
+    summarize.generate(model, left, texts[:2], summarize.generation_config(model, left, 2, fmt), fmt == "paper")
+    config = summarize.generation_config(model, left, 32, fmt)
+    synchronize(model.device)
+    t0 = time.time()
+    tokens = sum(summarize.generate(model, left, texts, config, fmt == "paper")[1])
+    synchronize(model.device)
+    seconds = time.time() - t0
+    del model
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return tokens / seconds
+
+
+def train_py_tokens_per_second(folder, data_dir, summaries, nproc, users):
+    """train.py's tokens/s with the model in `folder`, under `torchrun --nproc_per_node nproc` (FSDP2: nccl on
+    GPUs, gloo on CPUs), LoRA, eq. 1's whole-prompt loss, 1:1 shared-prefix micro-steps, one optimizer step per
+    2 users per process; the first step (warm-up, the first all-gathers) is left out."""
+    out = tempfile.mkdtemp(prefix=f"trsr-bench-train-{nproc}-")
+    launch = [sys.executable] if nproc == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                                  f"--nproc_per_node={nproc}"]
+    cmd = launch + ["train.py", "--data", data_dir, "--summaries", summaries, "--out", os.path.join(out, "run"),
+                    "--model", folder, "--epochs", "1", "--grad-accum", str(4 * nproc), "--limit", str(users)]
+    subprocess.run(cmd, check=True, cwd=HERE, stdout=subprocess.DEVNULL)
+    log = data.read_jsonl(os.path.join(out, "run", "log.jsonl"))[1:]
+    shutil.rmtree(out, ignore_errors=True)
+    return sum(r["tokens"] for r in log) / sum(r["tokens"] / r["tokens_per_s"] for r in log)
 
 
 def bench_gpu(args):
-    """LoRA training tokens/s and MFU, and shared-prefix scoring candidates/s, for a random Llama of --size
-    on real-length recommender prompts (the bundled tokenizer, generated MIND users). MFU counts 4 x
-    parameters FLOPs per trained token: forward 2N, backward to the activations 2N; the frozen weights
-    get no gradient."""
+    """A randomly initialised Llama of --size (Llama-2's shape and vocabulary: the bundled tokenizer cut to 32,000
+    tokens), on the GPU where there is one: shared-prefix scoring candidates/s, the summarizer's generated tokens/s
+    in bf16 and in 8 bits (bitsandbytes; GPU only), and train.py's training tokens/s under FSDP2 on 1 and on
+    every GPU of the machine (nccl; on a CPU, 1 and 2 processes over gloo), with MFU where the GPU's peak is known.
+    MFU counts 4 x parameters FLOPs per trained token: forward 2N, backward to the activations 2N; the frozen
+    weights get no gradient."""
     import torch
     import llm
     device = llm.default_device()
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    tokenizer = llm.load_tokenizer(args.model)
-    model = random_llama(args.size, tokenizer, device, dtype)
-    n_params = sum(p.numel() for p in model.parameters())
-    data_dir, summaries_path = sample_data(args.users)
+    tokenizer = llama_sized_tokenizer(llm.load_tokenizer(args.model))
+    folder, n_params = random_llama_folder(args.size, tokenizer, dtype)
+    users = max(args.users, 4)  # per process: 2 optimizer steps of 2 users each, the first one left out
+    n_devices = torch.cuda.device_count() if device.type == "cuda" else 2
+    data_dir, summaries_path = sample_data(users * n_devices)
     items, summaries = data.load_items(data_dir), data.load_summaries(summaries_path)
+    tokenizer = llm.load_tokenizer(folder)
     yes_no = llm.answer_token_ids(tokenizer)
-    prompts_of = scoring_prompts(tokenizer, data.load_split(data_dir, "test")[:args.users], items, summaries)
-    score_seconds = scoring_seconds(model, tokenizer, prompts_of, yes_no, device)
-    # the prompts train.py builds: each user's prompt with the target as the candidate, answered yes
-    samples = [tokenizer(prefix + suffixes[0])["input_ids"] + [yes_no[0]] for prefix, suffixes in prompts_of]
-    tokens, seconds = lora_training(model, samples, device)
-    rate = tokens / seconds
+    prompts_of = scoring_prompts(tokenizer, data.load_split(data_dir, "test")[:users], items, summaries)
+    model = llm.load_model(folder, device=device)
+    cands = 21 * len(prompts_of) / scoring_seconds(model, tokenizer, prompts_of, yes_no, device)
+    del model
     gpu = torch.cuda.get_device_name() if device.type == "cuda" else ""
+    blocks = [prompts.render_frame(prompts.render_block("news", [items[i] for i in data.blocks(u["history"])[0]]),
+                                   "chat", tokenizer) for u in data.load_split(data_dir, "train")[:users]]
+    summarize_rates = {"bf16" if device.type == "cuda" else "fp32": summarizer_rate(folder, tokenizer, blocks, "none")}
+    if device.type == "cuda":  # bitsandbytes' int8 matmul is a GPU kernel
+        summarize_rates["8bit"] = summarizer_rate(folder, tokenizer, blocks, "8bit")
+    train_rates = {}
+    for nproc in sorted({1, n_devices}):
+        train_rates[nproc] = train_py_tokens_per_second(folder, data_dir, summaries_path, nproc, users * nproc)
     peak = next((v for k, v in PEAK_TFLOPS.items() if k in gpu), None)
-    mfu = 4 * n_params * rate / (peak * 1e12) if peak else None
-    cands = 21 * len(prompts_of) / score_seconds
-    what = f"at scale: random Llama {args.size} ({n_params / 1e9:.2f}B), {str(dtype)[6:]} on {gpu or 'cpu'}"
-    value = f"{rate:,.0f} train tokens/s" + (f", MFU {mfu:.1%}" if mfu else "")
-    detail = (f"LoRA r 8, micro batch 1, {tokens / (len(samples)):.0f}-token prompts; "
-              f"scoring {cands:.1f} candidates/s")
-    return {"size": args.size, "parameters": n_params, "device": gpu or "cpu", "dtype": str(dtype)[6:],
-            "train_tokens_per_second": round(rate, 1), "mfu": round(mfu, 4) if mfu else None,
-            "score_candidates_per_second": round(cands, 2),
-            "rows": [[what, value, detail]]}
+    mfu = {n: 4 * n_params * rate / (n * peak * 1e12) for n, rate in train_rates.items()} if peak else {}
+    shutil.rmtree(folder, ignore_errors=True)
+    n_text = f"{n_params / 1e9:.2f}B" if n_params >= 1e8 else f"{n_params / 1e6:.1f}M"
+    what = f"random Llama {args.size} ({n_text}, vocabulary {len(tokenizer):,}), {str(dtype)[6:]}"
+    where = gpu or "cpu"
+    rows = [[f"{what}: score on {where}", f"{cands:.1f} candidates/s", f"shared prefix, {len(prompts_of)} users"]]
+    rows += [[f"{what}: summarize ({kind}) on {where}", f"{rate:.1f} tokens/s",
+              f"lockstep batch of {len(blocks)} block prompts, 32 new tokens"] for kind, rate in summarize_rates.items()]
+    rows += [[f"{what}: train.py, " + (f"{n} GPU{'s' * (n > 1)}" if gpu else f"{n} process{'es' * (n > 1)}"),
+              f"{rate:,.0f} tokens/s" + (f", MFU {mfu[n]:.1%}" if n in mfu else ""),
+              f"{'FSDP2 over ' + ('nccl' if gpu else 'gloo') if n > 1 else 'one process'}, LoRA r 8, whole-prompt "
+              f"loss, 1:1, {2 * n} users per step; {rate / train_rates[1]:.2f}x one"] for n, rate in train_rates.items()]
+    return {"size": args.size, "parameters": n_params, "vocabulary": len(tokenizer), "device": where,
+            "dtype": str(dtype)[6:], "score_candidates_per_second": round(cands, 2),
+            "summarize_tokens_per_second": {k: round(v, 2) for k, v in summarize_rates.items()},
+            "train_tokens_per_second": {str(n): round(v, 1) for n, v in train_rates.items()},
+            "mfu": {str(n): round(v, 4) for n, v in mfu.items()}, "rows": rows}
 
 
 SECTIONS = {"data": bench_data, "summarize": bench_summarize, "summarize_cache": bench_summarize_cache,
+            "summarize_continuous": bench_summarize_continuous,
             "train": bench_train,
             "train_shared": bench_train_shared, "memory": bench_memory, "scoring": bench_scoring,
-            "baselines": bench_baselines, "gpu": bench_gpu}
+            "baselines": bench_baselines, "cpu_bf16": bench_cpu_bf16, "gpu": bench_gpu}
 OPT_IN = {"gpu"}  # run only when asked with --only: it wants a GPU
 
 

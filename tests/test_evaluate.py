@@ -269,7 +269,6 @@ def test_checkpoint_selection_scores_every_epoch_on_val_and_reports_the_best(set
     from peft import LoraConfig, get_peft_model
     run = root / "rec"
     for epoch, seed in ((1, 1), (2, 2)):
-        import torch
         torch.manual_seed(seed)
         model = llm.load_model(model_dir, dtype="float32", device="cpu")
         peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
