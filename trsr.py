@@ -42,9 +42,9 @@ from llm import DEFAULT_MODEL
 # lockstep: the default preset's hierarchical stage took 95 s in batches of 32 prompts against 111 s in batches
 # of 16, on 2 cores, with the same summaries.
 # The cpu preset runs its models in bf16 (the paper's dtype on GPUs): on a CPU with native bf16 matmuls (AVX512-BF16
-# or AMX), measured on the AMD EPYC of the README, a training step takes 1/1.57 of fp32's time, a forward 1/1.5
-# and summarizing 1/1.37; scores are read from fp32 logits all the same (llm.fp32_logits). On a CPU without them
-# bf16 is emulated and slower than fp32: pass --dtype float32 there.
+# or AMX), measured on the AMD EPYC of the README (bench.py --only cpu_bf16), training is 1.40x as fast as in fp32,
+# scoring 1.64x and summarizing 1.78x; scores are read from fp32 logits all the same (llm.fp32_logits). On a CPU
+# without them bf16 is emulated and slower than fp32: pass --dtype float32 there.
 CPU_TRAINING = ["--epochs", "1", "--loss", "answer", "--lr", "1e-3", "--batch-size", "1"]
 CPU_SUMMARIES = ["--max-new-tokens", "32", "--splits", "train,test", "--batch-size", "32"]
 PRESETS = {
