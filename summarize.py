@@ -377,6 +377,8 @@ def main(args):
         common.merge_parts(args.out, [f"{args.out}.rank{r}" for r in range(world_size)], "user",
                            [u["user"] for u in users])
         write_meta(args, config, summarizer, fmt, domain, world_size, cache_path, stats, seconds)
+    if world_size > 1:  # the ranks leave together: a rank that tore gloo down while rank 0 still wrote --out
+        dist.barrier()  # could abort rank 0 at exit ("terminate called without an active exception")
     llm.teardown_distributed()
     return stats
 
